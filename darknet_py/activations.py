@@ -1,0 +1,91 @@
+"""Upstream: activate / get_activation (src/activations.c, src/activations.h).
+
+Each activation by upstream's name, as a function on a tensor (N, C, H, W). The ids are
+upstream's ACTIVATION enum, which the layer summary reports.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+ACTIVATION_IDS = {
+    "logistic": 0, "relu": 1, "relu6": 2, "relie": 3, "linear": 4, "ramp": 5, "tanh": 6,
+    "plse": 7, "revleaky": 8, "leaky": 9, "elu": 10, "loggy": 11, "stair": 12, "hardtan": 13,
+    "lhtan": 14, "selu": 15, "gelu": 16, "swish": 17, "mish": 18, "hard_mish": 19,
+    "normalize_channels": 20, "normalize_channels_softmax": 21,
+    "normalize_channels_softmax_maxval": 22,
+}
+
+
+def _stair(x):
+    n = torch.floor(x)
+    half = torch.floor(x / 2)
+    return torch.where(torch.remainder(n, 2) == 0, half, (x - n) + half)
+
+
+def _plse(x):
+    return torch.where(x < -4, 0.01 * (x + 4), torch.where(x > 4, 0.01 * (x - 4) + 1, 0.125 * x + 0.5))
+
+
+def _lhtan(x):
+    return torch.where(x < 0, 0.001 * x, torch.where(x > 1, 0.001 * (x - 1) + 1, x))
+
+
+def _mish(x):
+    # upstream: x * tanh(softplus(x)) with softplus's threshold 20 (x > 20 -> x, x < -20 -> exp(x))
+    sp = torch.where(x > 20, x, torch.where(x < -20, torch.exp(x), torch.log1p(torch.exp(x))))
+    return x * torch.tanh(sp)
+
+
+def _hard_mish(x):
+    return torch.where(x > 0, x, torch.where(x > -2, x * x / 2 + x, torch.zeros_like(x)))
+
+
+def _normalize_channels(x):
+    # positive values divided by their sum over channels (+1e-4), negatives become 0
+    pos = x.clamp(min=0)
+    return pos / (pos.sum(dim=1, keepdim=True) + 0.0001)
+
+
+def _normalize_channels_softmax(x, use_max: bool):
+    m = x.amax(dim=1, keepdim=True) if use_max else 0.0
+    e = torch.exp(x - m)
+    return e / (e.sum(dim=1, keepdim=True) + 0.0001)
+
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "logistic": torch.sigmoid,
+    "relu": F.relu,
+    "relu6": lambda x: x.clamp(0, 6),
+    "relie": lambda x: torch.where(x > 0, x, 0.01 * x),
+    "linear": lambda x: x,
+    "ramp": lambda x: x * (x > 0) + 0.1 * x,
+    "tanh": torch.tanh,
+    "plse": _plse,
+    "revleaky": lambda x: F.leaky_relu(x, 0.1),
+    "leaky": lambda x: F.leaky_relu(x, 0.1),
+    "elu": lambda x: torch.where(x >= 0, x, torch.exp(x) - 1),
+    "loggy": lambda x: 2 * torch.sigmoid(x) - 1,
+    "stair": _stair,
+    "hardtan": lambda x: x.clamp(-1, 1),
+    "lhtan": _lhtan,
+    "selu": lambda x: torch.where(x >= 0, 1.0507 * x, 1.0507 * 1.6732 * (torch.exp(x) - 1)),
+    "gelu": lambda x: 0.5 * x * (1 + torch.tanh(0.797885 * x + 0.035677 * x ** 3)),
+    "swish": lambda x: x * torch.sigmoid(x),
+    "mish": _mish,
+    "hard_mish": _hard_mish,
+    "normalize_channels": _normalize_channels,
+    "normalize_channels_softmax": lambda x: _normalize_channels_softmax(x, False),
+    "normalize_channels_softmax_maxval": lambda x: _normalize_channels_softmax(x, True),
+}
+
+
+def activation_from(section, key: str = "activation", default: str = "logistic") -> str:
+    """Read an activation name; unlike upstream (which falls back to relu), unknown names are errors."""
+    return section.choice(key, tuple(ACTIVATIONS), default)
+
+
+def activate(x: torch.Tensor, name: str) -> torch.Tensor:
+    return ACTIVATIONS[name](x)

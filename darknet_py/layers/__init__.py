@@ -1,0 +1,22 @@
+"""LAYERS: cfg section name -> layer class, with upstream's aliases (string_to_layer_type)."""
+from __future__ import annotations
+
+from .base import BuildContext, Layer
+
+LAYERS: dict[str, type[Layer]] = {}
+
+
+def register(*names: str):
+    def deco(cls):
+        for name in names:
+            LAYERS[name] = cls
+        return cls
+    return deco
+
+
+def _load_all() -> None:
+    # importing the modules fills LAYERS through @register
+    from . import convolutional, route, shortcut, pooling, upsample, yolo  # noqa: F401
+
+
+__all__ = ["LAYERS", "register", "BuildContext", "Layer"]

@@ -1,0 +1,114 @@
+"""Upstream: the shared part of `struct layer` (include/darknet.h) and parse_network_cfg's
+per-layer keys (src/parser.c).
+
+A layer is built from its cfg section and a BuildContext (the previous layer's output
+shape, the layers built so far, the [net] options). It records upstream's summary fields
+and runs forward on (N, C, H, W) tensors. `weight_arrays()` lists its parameters in the
+order a .weights file stores them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..cfg import Section
+from ..options import NetOptions
+
+
+@dataclass
+class BuildContext:
+    index: int
+    w: int
+    h: int
+    c: int
+    inputs: int
+    net: NetOptions
+    section: Section
+    layers: list = field(default_factory=list)  # the layers built before this one
+    batch: int = 1
+    train: bool = False
+
+    def layer_index(self, key: str, value: int, line: int | None = None) -> int:
+        """Resolve a relative (negative) or absolute layer reference as upstream does."""
+        idx = self.index + value if value < 0 else value
+        if not 0 <= idx < self.index:
+            raise self.section.error(key, f"refers to layer {idx}, but only layers 0..{self.index - 1} exist before layer {self.index}", line)
+        return idx
+
+
+class Layer(nn.Module):
+    """Base of every layer. Subclasses set upstream's summary fields in __init__."""
+
+    type_name = "none"  # upstream's name table entry ("none" where it has none)
+    type_id = -1  # upstream's LAYER_TYPE enum
+
+    def __init__(self, ctx: BuildContext):
+        super().__init__()
+        s = ctx.section
+        self.index = ctx.index
+        self.w, self.h, self.c, self.inputs = ctx.w, ctx.h, ctx.c, ctx.inputs
+        self.out_w = self.out_h = self.out_c = self.outputs = 0
+        self.n = self.size = self.stride = self.groups = self.bn = 0
+        self.activation_id = 0
+        self.nweights = 0
+        self.bflops = 0.0
+        self.refs: list[int] = []  # other layers whose outputs this layer reads
+        self.path, self.line = s.path, s.line
+        # keys upstream reads for every layer (parse_network_cfg_custom)
+        self.clip = s.float("clip", 0.0)
+        self.onlyforward = s.int("onlyforward", 0)
+        self.dont_update = s.int("dont_update", 0)
+        self.burnin_update = s.int("burnin_update", 0)
+        self.stopbackward = s.int("stopbackward", 0)
+        self.train_only_bn = s.int("train_only_bn", 0)
+        self.dontload = s.int("dontload", 0)
+        self.dontloadscales = s.int("dontloadscales", 0)
+        self.learning_rate_scale = s.float("learning_rate", 1.0)
+
+    def set_output(self, w: int, h: int, c: int) -> None:
+        self.out_w, self.out_h, self.out_c = w, h, c
+        self.outputs = w * h * c
+
+    def next_shape(self) -> tuple[int, int, int, int]:
+        """(w, h, c, inputs) that the next layer is built with (upstream's params after this layer)."""
+        return self.out_w, self.out_h, self.out_c, self.outputs
+
+    def forward(self, x: torch.Tensor, outputs: dict[int, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no forward pass")
+
+    def weight_arrays(self) -> list[torch.Tensor]:
+        """Parameters and buffers in .weights file order (empty for most layers)."""
+        return []
+
+    def load_arrays(self) -> list[torch.Tensor]:
+        """What a .weights file holds for this layer when loading (usually weight_arrays())."""
+        return self.weight_arrays()
+
+    def load_from(self, reader, transpose: bool) -> bool:
+        """Fill this layer's arrays from a weights reader; False if the file ended early."""
+        ok = all(reader.fill(t) for t in self.load_arrays())
+        if ok:
+            self.after_load()
+        return ok
+
+    def after_load(self) -> None:
+        pass
+
+    def params_count(self) -> int:
+        return sum(t.numel() for t in self.weight_arrays())
+
+    def summary(self) -> dict:
+        return {
+            "i": self.index, "type": self.type_name, "type_id": self.type_id,
+            "w": self.w, "h": self.h, "c": self.c,
+            "out_w": self.out_w, "out_h": self.out_h, "out_c": self.out_c, "outputs": self.outputs,
+            "n": self.n, "size": self.size, "stride": self.stride, "groups": self.groups, "bn": self.bn,
+            "activation": self.activation_id, "nweights": self.nweights, "inputs": self.inputs,
+            "params": self.params_count(), "bflops": round(self.bflops, 6),
+        }
+
+    def as_image(self, x: torch.Tensor) -> torch.Tensor:
+        """View a batch as this layer's declared input image (N, c, h, w)."""
+        return x.reshape(x.shape[0], self.c, self.h, self.w)

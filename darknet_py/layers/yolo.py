@@ -1,0 +1,106 @@
+"""Upstream: parse_yolo (src/parser.c), make_yolo_layer / forward_yolo_layer (src/yolo_layer.c).
+
+Output layout is upstream's l.output: (N, A, 5+C, H, W) flattened; in the forward pass x, y,
+objectness and class scores go through the logistic (unless new_coords, where the previous
+layer already applied it) and x, y are scaled: x*scale_x_y - (scale_x_y-1)/2.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import register
+from .base import BuildContext, Layer
+
+IOU_LOSSES = ("mse", "iou", "giou", "diou", "ciou")
+
+
+def parse_anchors(s, total: int) -> list[float]:
+    """Anchors as upstream reads them: up to 2*num numbers, the rest 0."""
+    if not s.has("anchors"):
+        return [0.0] * (2 * total)
+    values = s.floats("anchors")
+    if len(values) < 2 * total:
+        raise s.error("anchors", f"has {len(values)} numbers but num={total} needs {2 * total}")
+    if len(values) > 2 * total:
+        raise s.error("anchors", f"has {len(values)} numbers but num={total} uses only {2 * total}")
+    return values
+
+
+@register("yolo")
+class Yolo(Layer):
+    type_name = "yolo"
+    type_id = 28
+
+    def __init__(self, ctx: BuildContext):
+        super().__init__(ctx)
+        s = ctx.section
+        self.classes = s.int("classes", 20)
+        self.total = s.int("num", 1)
+        if self.classes < 0 or self.total < 1:
+            raise s.error("num", "num must be >= 1 and classes >= 0")
+        self.mask = s.ints("mask") if s.has("mask") else list(range(self.total))
+        for m in self.mask:
+            if not 0 <= m < self.total:
+                raise s.error("mask", f"mask value {m} is outside 0..num-1 (num={self.total})")
+        self.n = len(self.mask)
+        self.max_boxes = s.int("max", 200)
+        c = self.n * (self.classes + 5)
+        self.set_output(ctx.w, ctx.h, c)
+        self.c = c
+        if self.outputs != ctx.inputs:
+            raise s.error("classes", f"the layer before has {ctx.c} filters but [yolo] with {self.n} masks and "
+                                     f"{self.classes} classes needs {self.n}*({self.classes}+5) = {c} "
+                                     f"(input {ctx.w}x{ctx.h}x{ctx.c})")
+        self.inputs = self.outputs
+        self.show_details = s.int("show_details", 1)
+        self.max_delta = s.float("max_delta", 3.4028234663852886e38)
+        self.counters_per_class = s.ints("counters_per_class") if s.has("counters_per_class") else None
+        if self.counters_per_class is not None and len(self.counters_per_class) != self.classes:
+            raise s.error("counters_per_class", f"has {len(self.counters_per_class)} values but classes={self.classes}")
+        self.label_smooth_eps = s.float("label_smooth_eps", 0.0)
+        self.scale_x_y = s.float("scale_x_y", 1.0)
+        self.objectness_smooth = s.int("objectness_smooth", 0)
+        self.new_coords = s.int("new_coords", 0)
+        self.iou_normalizer = s.float("iou_normalizer", 0.75)
+        self.obj_normalizer = s.float("obj_normalizer", 1.0)
+        self.cls_normalizer = s.float("cls_normalizer", 1.0)
+        self.delta_normalizer = s.float("delta_normalizer", 1.0)
+        # upstream maps any unknown iou_loss name to IOU
+        loss = s.str("iou_loss", "mse")
+        self.iou_loss = loss if loss in IOU_LOSSES else "iou"
+        self.iou_thresh_kind = s.choice("iou_thresh_kind", ("iou", "giou", "diou", "ciou"), "iou")
+        self.beta_nms = s.float("beta_nms", 0.6)
+        kind = s.str("nms_kind", "default")
+        # upstream's parse_yolo knows greedynms and diounms; anything else is the default NMS
+        self.nms_kind = kind if kind in ("greedynms", "diounms") else "default"
+        self.jitter = s.float("jitter", 0.2)
+        self.resize = s.float("resize", 1.0)
+        self.focal_loss = s.int("focal_loss", 0)
+        self.ignore_thresh = s.float("ignore_thresh", 0.5)
+        self.truth_thresh = s.float("truth_thresh", 1.0)
+        self.iou_thresh = s.float("iou_thresh", 1.0)
+        self.random = s.float("random", 0.0)
+        self.track_history_size = s.int("track_history_size", 5)
+        self.sim_thresh = s.float("sim_thresh", 0.8)
+        self.dets_for_track = s.int("dets_for_track", 1)
+        self.dets_for_show = s.int("dets_for_show", 1)
+        self.track_ciou_norm = s.float("track_ciou_norm", 0.01)
+        emb = s.int("embedding_layer", 999999)
+        self.embedding_layer = None
+        if emb != 999999:
+            self.embedding_layer = ctx.layer_index("embedding_layer", emb)
+        self.map = s.str("map", "") or None
+        self.anchors = parse_anchors(s, self.total)
+
+    def forward(self, x, outputs=None):
+        n = x.shape[0]
+        a, k, h, w = self.n, self.classes + 5, self.out_h, self.out_w
+        x = x.reshape(n, a, k, h, w)
+        if self.new_coords:
+            xy, rest = x[:, :, :2], x[:, :, 2:]
+        else:
+            xy = torch.sigmoid(x[:, :, :2])
+            rest = torch.cat([x[:, :, 2:4], torch.sigmoid(x[:, :, 4:])], 2)
+        if self.scale_x_y != 1.0:
+            xy = xy * self.scale_x_y - 0.5 * (self.scale_x_y - 1)
+        return torch.cat([xy, rest], 2).reshape(n, a * k, h, w)

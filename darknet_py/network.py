@@ -1,0 +1,182 @@
+"""Upstream: parse_network_cfg_custom (src/parser.c), forward_network / get_network_boxes
+(src/network.c).
+
+A Network is the [net] options plus the layers in cfg order. forward() runs them in order,
+keeping only the outputs that a later layer (route, shortcut, sam, ...) reads, plus those
+of the detection layers and the last layer.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .cfg import CfgError, Section, read_cfg, warn_unused
+from .layers import LAYERS, BuildContext, _load_all
+from .options import NetOptions
+from . import weights as _weights
+
+DETECTION_TYPES = ("yolo", "Gaussian_yolo", "region", "detection")
+
+
+class Network(nn.Module):
+    def __init__(self, sections: list[Section], path: str = "<cfg>", batch: int | None = None,
+                 train: bool = False, width: int | None = None, height: int | None = None):
+        super().__init__()
+        _load_all()
+        if not sections:
+            raise CfgError(path, None, None, "the cfg has no sections")
+        first = sections[0]
+        if first.name not in ("net", "network"):
+            raise CfgError(path, first.line, None, f"the first section must be [net] or [network], not [{first.name}]")
+        for s in sections[1:]:
+            if s.name in ("net", "network"):
+                raise CfgError(path, s.line, None, f"[{s.name}] may only be the first section")
+        if width:
+            _override(first, "width", width)
+        if height:
+            _override(first, "height", height)
+        self.path = path
+        self.options = NetOptions.from_section(first)
+        self.batch = batch if batch is not None else self.options.mini_batch
+        self.seen = 0
+        o = self.options
+        w, h, c, inputs = o.width, o.height, o.channels, o.inputs
+        built: list = []
+        for i, s in enumerate(sections[1:]):
+            cls = LAYERS.get(s.name)
+            if cls is None:
+                known = ", ".join(sorted(LAYERS))
+                raise CfgError(path, s.line, None, f"unknown section [{s.name}] (known: {known})")
+            ctx = BuildContext(index=i, w=w, h=h, c=c, inputs=inputs, net=o, section=s, layers=built,
+                               batch=self.batch, train=train)
+            layer = cls(ctx)
+            built.append(layer)
+            w, h, c, inputs = layer.next_shape()
+        self.layers = nn.ModuleList(built)
+        self.sections = sections
+        keep = {len(built) - 1}
+        for layer in built:
+            keep.update(layer.refs)
+            if layer.type_name in DETECTION_TYPES:
+                keep.add(layer.index)
+        self._keep = keep
+        self.unused_warnings = warn_unused(sections)
+
+    # -- running --------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        outputs: dict[int, torch.Tensor] = {}
+        for layer in self.layers:
+            x = layer(x, outputs)
+            if layer.index in self._keep:
+                outputs[layer.index] = x
+        return outputs
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    def fuse(self) -> "Network":
+        for layer in self.layers:
+            if hasattr(layer, "fuse"):
+                layer.fuse()
+        return self
+
+    def output_indices(self) -> list[int]:
+        out = [l.index for l in self.layers if l.type_name in DETECTION_TYPES]
+        last = len(self.layers) - 1
+        return out + ([last] if last not in out else [])
+
+    def _input_tensor(self, x) -> torch.Tensor:
+        t = torch.as_tensor(np.asarray(x, dtype=np.float32))
+        if t.dim() == 3:
+            t = t.unsqueeze(0)
+        expected = (self.options.channels, self.options.height, self.options.width)
+        if tuple(t.shape[1:]) != expected:
+            raise ValueError(f"input has shape {tuple(t.shape[1:])} but the network takes (C, H, W) = {expected}")
+        t = t.to(self.device)
+        if self.device.type == "cpu":
+            t = t.contiguous(memory_format=torch.channels_last)
+        return t
+
+    @torch.inference_mode()
+    def predict_raw(self, x) -> dict[int, np.ndarray]:
+        """Upstream's l.output of every detection layer and of the last layer, flat float32."""
+        outputs = self.forward(self._input_tensor(x))
+        res = {}
+        for i in self.output_indices():
+            t = outputs[i][0] if outputs[i].shape[0] == 1 else outputs[i]
+            res[i] = t.contiguous().reshape(-1).float().cpu().numpy()
+        return res
+
+    @torch.inference_mode()
+    def detect(self, x, thresh: float = 0.25, nms: float = 0.45, hier_thresh: float = 0.5,
+               im_w: int | None = None, im_h: int | None = None, letter: bool = False) -> list[dict]:
+        """Upstream's get_network_boxes(relative=1) then the cfg's NMS, as dicts."""
+        from .detections import network_boxes, apply_nms
+        raw = self.predict_raw(x)
+        dets, kind, beta, classes = network_boxes(self, raw, thresh, hier_thresh,
+                                                  im_w or self.options.width, im_h or self.options.height, letter)
+        if nms:
+            dets = apply_nms(dets, classes, nms, kind, beta)
+        return dets.to_dicts(thresh)
+
+    # -- info -----------------------------------------------------------------------
+    def summary(self) -> list[dict]:
+        return [layer.summary() for layer in self.layers]
+
+    def total_params(self) -> int:
+        return sum(layer.params_count() for layer in self.layers)
+
+    def weights_file_bytes(self) -> int:
+        return 20 + 4 * self.total_params()
+
+    # -- weights --------------------------------------------------------------------
+    def load_weights(self, path, cutoff: int | None = None, verbose: bool = True):
+        report = _weights.load_weights(self, path, cutoff, verbose)
+        for layer in self.layers:
+            if getattr(layer, "_fused", None) is not None:
+                layer.fuse()
+        return report
+
+    def save_weights(self, path, cutoff: int | None = None) -> None:
+        _weights.save_weights(self, path, cutoff)
+
+    @property
+    def iteration(self) -> int:
+        o = self.options
+        return self.seen // (o.batch * o.time_steps) if o.batch else 0
+
+
+def _override(section: Section, key: str, value: int) -> None:
+    opt = section.find(key)
+    if opt is None:
+        from .cfg import Option
+        section.options.append(Option(key, str(value), section.line))
+    else:
+        opt.value = str(value)
+
+
+def build_network(cfg_path, batch: int | None = None, train: bool = False, **kw) -> Network:
+    sections = read_cfg(cfg_path)
+    return Network(sections, str(cfg_path), batch=batch, train=train, **kw)
+
+
+def load_network(cfg_path, weights_path=None, *, device=None, fuse: bool = True) -> Network:
+    """Inference network, batch 1, as upstream's load_network(cfg, weights, clear=0) + fuse."""
+    net = build_network(cfg_path, batch=1)
+    if weights_path:
+        net.load_weights(weights_path)
+    net.eval()
+    if device is not None:
+        net.to(device)
+    if fuse:
+        net.fuse()
+    if net.device.type == "cpu":
+        net.to(memory_format=torch.channels_last)
+    return net
