@@ -292,12 +292,13 @@ def box_ciou(a, b):
     dy = a[..., 1] - b[..., 1]
     u = dx * dx + dy * dy
     d = _safe_div(L, u, c)
-    ar_gt = b[..., 2] / b[..., 3]
-    ar_pred = a[..., 2] / a[..., 3]
-    datan = L.arctan(ar_gt) - L.arctan(ar_pred)
-    ar_loss = _const(iou, 4.0 / (_M_PI * _M_PI)) * datan * datan
-    alpha = ar_loss / (_const(iou, 1) - iou + ar_loss + _const(iou, 0.000001))
-    ciou_term = d + alpha * ar_loss
+    with np.errstate(divide="ignore", invalid="ignore"):  # h == 0: inf/nan as upstream
+        ar_gt = b[..., 2] / b[..., 3]
+        ar_pred = a[..., 2] / a[..., 3]
+        datan = L.arctan(ar_gt) - L.arctan(ar_pred)
+        ar_loss = _const(iou, 4.0 / (_M_PI * _M_PI)) * datan * datan
+        alpha = ar_loss / (_const(iou, 1) - iou + ar_loss + _const(iou, 0.000001))
+        ciou_term = d + alpha * ar_loss
     return L.where(c == 0, iou, iou - ciou_term)
 
 

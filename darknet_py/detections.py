@@ -491,42 +491,66 @@ def _greedy(order: np.ndarray, ov: _Overlaps) -> np.ndarray:
     return suppressed
 
 
+def _front_order(objectness: np.ndarray) -> np.ndarray:
+    """Indices of the boxes with objectness != 0 in the order upstream's NMS sees them:
+    it walks the array and swaps every box with objectness == 0 with the last
+    not-yet-moved one, then works on the front part only."""
+    zero = objectness == 0
+    if not zero.any():
+        return np.arange(objectness.size)
+    order = list(range(objectness.size))
+    i, k = 0, objectness.size - 1
+    while i <= k:
+        if zero[order[i]]:
+            order[i], order[k] = order[k], order[i]
+            k -= 1
+        else:
+            i += 1
+    return np.asarray(order[:k + 1], dtype=np.int64)
+
+
 def nms(dets: Detections, classes: int | None = None, thresh: float = 0.45,
         kind="default", beta: float = 0.6) -> Detections:
     """upstream's per-class NMS: do_nms_sort (kind 'default') or diounms_sort.
 
     Boxes with objectness == 0 take no part (upstream moves them to the end of the array
-    and leaves them alone).  For every class k < classes (default: all), the boxes with
-    prob[k] != 0 are taken by prob[k] descending; each one whose prob[k] is still non-zero
-    zeroes prob[k] of every later box whose overlap with it exceeds thresh.  Overlap:
-    'default' and 'cornersnms' box_iou (CORNERS_NMS's box merging is commented out in
-    upstream, so it is plain IoU NMS), 'greedynms' box_diou (DIoU with upstream's fixed
-    exponent 0.6 on the distance term), 'diounms' box_diounms(beta) (beta = beta_nms).
-    kind may also be the NMS_KIND enum value 0..3.  Note that upstream's [yolo] parser
-    maps 'cornersnms' to 'default'; only [Gaussian_yolo] accepts it.
+    and leaves them alone).  For every class k < classes (default: all), the boxes are
+    sorted by prob[k] descending; each one whose prob[k] is still non-zero zeroes prob[k]
+    of every later box whose overlap with it exceeds thresh.  Overlap: 'default' and
+    'cornersnms' box_iou (CORNERS_NMS's box merging is commented out in upstream, so it is
+    plain IoU NMS), 'greedynms' box_diou (DIoU with upstream's fixed exponent 0.6 on the
+    distance term), 'diounms' box_diounms(beta) (beta = beta_nms).  kind may also be the
+    NMS_KIND enum value 0..3.  Note that upstream's [yolo] parser maps 'cornersnms' to
+    'default'; only [Gaussian_yolo] accepts it.
+
+    Ties: upstream sorts the same array again for every class with glibc's qsort, which is
+    a stable merge sort, so boxes with equal prob[k] stay in the order the previous
+    classes' sorts left them.  This is reproduced (a persistent permutation re-sorted
+    stably per class, starting from upstream's order after the objectness == 0 swaps),
+    so even exact ties resolve as in upstream.
 
     Returns a new Detections in the input order with the suppressed probs set to 0; no box
     is removed (upstream keeps them all; use .kept(thresh) / .to_dicts(thresh) for what it
-    prints).  Equal probabilities are taken in input order (upstream's qsort leaves their
-    order unspecified).
+    prints).
     """
     k_name = _nms_kind(kind)
     out = dets.copy()
     ncls = out.classes if classes is None else min(int(classes), out.classes)
-    active = np.flatnonzero(out.objectness != 0)
-    if active.size == 0 or ncls == 0:
+    front = _front_order(out.objectness)
+    if front.size == 0 or ncls == 0:
         return out
-    ov = _Overlaps(out.boxes[active], _metric_fn(k_name, beta), thresh)
-    probs = out.probs[active]
+    ov = _Overlaps(out.boxes[front], _metric_fn(k_name, beta), thresh)
+    probs = out.probs[front]
+    perm = np.arange(front.size)
     for k in range(ncls):
         p = probs[:, k]
-        cand = np.flatnonzero(p != 0)
-        if cand.size < 2:
+        perm = perm[np.argsort(-p[perm], kind="stable")]
+        order = perm[p[perm] != 0]
+        if order.size < 2:
             continue
-        order = cand[np.argsort(-p[cand], kind="stable")]
         sup = _greedy(order, ov)
         p[order[sup]] = 0
-    out.probs[active] = probs
+    out.probs[front] = probs
     return out
 
 
@@ -551,10 +575,10 @@ def nms_obj(dets: Detections, classes: int | None = None, thresh: float = 0.45) 
     """
     out = dets.copy()
     ncls = out.classes if classes is None else min(int(classes), out.classes)
-    active = np.flatnonzero(out.objectness != 0)
-    if active.size < 2:
+    front = _front_order(out.objectness)
+    if front.size < 2:
         return out
-    order = active[np.argsort(-out.objectness[active], kind="stable")]
+    order = front[np.argsort(-out.objectness[front], kind="stable")]
     ov = _Overlaps(out.boxes[order], box_iou, thresh)
     sup = _greedy(np.arange(order.size), ov)
     gone = order[sup]

@@ -45,7 +45,10 @@ class ImageError(OSError):
         self.path, self.message = os.fspath(path), message
 
     def __str__(self) -> str:
-        return f'Cannot load image "{self.path}": {self.message}'
+        return f"{self.path}: {self.message}"
+
+    def __reduce__(self):  # picklable, so data-loader worker processes can re-raise it
+        return type(self), (self.path, self.message)
 
 
 # ---------------------------------------------------------------------------- loading
@@ -76,7 +79,7 @@ def _decode(path: str | os.PathLike) -> np.ndarray:
         raise ImageError(path, e.strerror or str(e)) from e
     arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
     if arr is None:
-        raise ImageError(path, "not a decodable image")
+        raise ImageError(path, "cannot decode image data")
     return arr
 
 
@@ -221,7 +224,7 @@ def save_image(im: np.ndarray, path: str | os.PathLike) -> str:
     params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if ext in (".jpg", ".jpeg") else []
     ok, buf = cv2.imencode(ext, to_bgr_uint8(im), params)
     if not ok:
-        raise ImageError(path, "cannot encode image")
+        raise ImageError(path, "cannot encode image for this extension")
     try:
         buf.tofile(path)
     except OSError as e:
@@ -381,14 +384,20 @@ def _draw_label(hwc, text, left, top, right, width, colour) -> None:
     OpenCV build does (draw_detections_cv_v3)."""
     im_h, im_w = hwc.shape[:2]
     font_scale = float(F32(im_h) / F32(1000))
-    (text_w, _), _ = cv2.getTextSize(text, _FONT, font_scale, 1)
+    (text_w, text_h), baseline = cv2.getTextSize(text, _FONT, font_scale, 1)
     bg1 = (left, int(top - (3 + 18 * font_scale)))
     bg2 = (left + text_w if right - left < text_w else right, top)
     fill = tuple(float(v) for v in colour)
     cv2.rectangle(hwc, bg1, bg2, fill, width, cv2.LINE_8)
     cv2.rectangle(hwc, bg1, bg2, fill, cv2.FILLED, cv2.LINE_8)
-    # Anti-aliasing needs an 8-bit target: render the text as coverage, then darken.
-    coverage = np.zeros((im_h, im_w), dtype=np.uint8)
+    # Anti-aliasing needs an 8-bit target: render the text's coverage into a mask over
+    # the band of rows it can touch, then darken the image by it (the text is black).
     thickness = int(2 * font_scale)  # upstream passes 2 * font_size to an int parameter
-    cv2.putText(coverage, text, (left, top - 4), _FONT, font_scale, 255, thickness, cv2.LINE_AA)
-    hwc *= (F32(1) - _U8_TO_F32[coverage])[:, :, None]
+    origin_y = top - 4
+    y0 = max(origin_y - text_h - thickness - 2, 0)
+    y1 = min(origin_y + baseline + thickness + 2, im_h)
+    if y0 >= y1:
+        return
+    coverage = np.zeros((y1 - y0, im_w), dtype=np.uint8)
+    cv2.putText(coverage, text, (left, origin_y - y0), _FONT, font_scale, 255, thickness, cv2.LINE_AA)
+    hwc[y0:y1] *= (F32(1) - _U8_TO_F32[coverage])[:, :, None]

@@ -53,7 +53,13 @@ class Network(nn.Module):
                 raise CfgError(path, s.line, None, f"unknown section [{s.name}] (known: {known})")
             ctx = BuildContext(index=i, w=w, h=h, c=c, inputs=inputs, net=o, section=s, layers=built,
                                batch=self.batch, train=train)
-            layer = cls(ctx)
+            try:
+                layer = cls(ctx)
+            except CfgError:
+                raise
+            except (ValueError, ArithmeticError, IndexError, KeyError, TypeError, RuntimeError) as e:
+                # a combination of keys no check above anticipated: still name the place
+                raise CfgError(path, s.line, None, f"[{s.name}] (layer {i}) cannot be built: {e}") from e
             built.append(layer)
             w, h, c, inputs = layer.next_shape()
         self.layers = nn.ModuleList(built)

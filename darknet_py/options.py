@@ -158,6 +158,11 @@ class NetOptions:
         o.exposure = s.float("exposure", 1.0)
         o.hue = s.float("hue", 0.0)
         o.power = s.float("power", 4.0)
+        for key in ("width", "height", "channels", "inputs", "batch", "max_batches", "time_steps"):
+            if getattr(o, key) < 0:
+                raise s.error(key, f"must not be negative, got {getattr(o, key)}")
+        if o.time_steps < 1:
+            raise s.error("time_steps", "must be >= 1")
         if not o.inputs and not (o.height and o.width and o.channels):
             raise s.error(None, "no input size: set width, height and channels (or inputs)")
         o.policy = s.choice("policy", POLICIES, "constant")

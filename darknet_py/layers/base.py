@@ -38,6 +38,15 @@ class BuildContext:
         return idx
 
 
+MAX_FLOATS = 1 << 31
+
+
+def check_size(section: Section, key: str, floats: int) -> None:
+    """Refuse absurd sizes before allocating (a typo like filters=999999 must not eat the RAM)."""
+    if floats > MAX_FLOATS:
+        raise section.error(key, f"the layer would need {floats} floats; that is not a plausible network")
+
+
 class Layer(nn.Module):
     """Base of every layer. Subclasses set upstream's summary fields in __init__."""
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..activations import ACTIVATION_IDS, activate, activation_from
 from . import register
-from .base import BuildContext, Layer
+from .base import BuildContext, Layer, check_size
 
 BN_EPS = 0.00001
 
@@ -93,7 +93,12 @@ class Convolutional(Layer):
         if ctx.net.adam:
             self.B1, self.B2, self.eps = ctx.net.B1, ctx.net.B2, ctx.net.eps
 
+        for key, value, low in (("filters", self.n, 1), ("size", self.size, 1), ("stride", min(stride_x, stride_y), 1),
+                                ("dilation", self.dilation, 1), ("padding", self.pad, 0)):
+            if value < low:
+                raise s.error(key, f"must be >= {low}, got {value}")
         self.nweights = (ctx.c // groups) * self.n * self.size * self.size
+        check_size(s, "filters", self.nweights)
         out_h = (ctx.h + 2 * self.pad - self.size) // self.stride_y + 1
         out_w = (ctx.w + 2 * self.pad - self.size) // self.stride_x + 1
         if out_h < 1 or out_w < 1:
