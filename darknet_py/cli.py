@@ -1,0 +1,232 @@
+"""Upstream: main (src/darknet.c) and run_detector (src/detector.c).
+
+The command line a darknet user knows: `detector test|train|valid|map|calc_anchors|recall|demo`,
+`partial`, with upstream's positional arguments and single-dash flags, which (as upstream's
+find_arg) may appear anywhere. Every error a user can cause is printed as one line naming the
+file (and line and key where there is one); no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .cfg import CfgError, read_data_cfg
+from .image import ImageError
+from .weights import WeightsError
+
+USAGE = "usage: darknet.py <function>\n  functions: detector [test|train|valid|map|calc_anchors|recall|demo] ..., partial CFG WEIGHTS OUT N"
+
+
+class UsageError(Exception):
+    pass
+
+
+def detector_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="darknet.py detector", add_help=False, allow_abbrev=False)
+    flag = lambda name: p.add_argument(name, action="store_true")
+    for name in ("-dont_show", "-benchmark", "-benchmark_layers", "-show", "-letter_box", "-map", "-show_imgs",
+                 "-dontdraw_bbox", "-ext_output", "-save_labels", "-clear"):
+        flag(name)
+    p.add_argument("-points", type=int, default=0)
+    p.add_argument("-mjpeg_port", type=int, default=-1)
+    p.add_argument("-avgframes", type=int, default=3)
+    p.add_argument("-json_port", type=int, default=-1)
+    p.add_argument("-http_post_host")
+    p.add_argument("-time_limit_sec", type=int, default=0)
+    p.add_argument("-out_filename")
+    p.add_argument("-json_file_output")
+    p.add_argument("-out")
+    p.add_argument("-prefix")
+    p.add_argument("-thresh", type=float, default=0.25)
+    p.add_argument("-iou_thresh", type=float, default=0.5)
+    p.add_argument("-hier", type=float, default=0.5)
+    p.add_argument("-c", type=int, default=0)
+    p.add_argument("-s", type=int, default=0)
+    p.add_argument("-num_of_clusters", type=int, default=5)
+    p.add_argument("-width", type=int, default=-1)
+    p.add_argument("-height", type=int, default=-1)
+    p.add_argument("-chart")
+    p.add_argument("-mAP_epochs", type=int, default=4)
+    p.add_argument("-gpus")
+    p.add_argument("-i", type=int, default=0)
+    p.add_argument("-nogpu", action="store_true")
+    p.add_argument("positional", nargs="*")
+    return p
+
+
+def read_names(data_path: str) -> tuple[list[str], str]:
+    data = read_data_cfg(data_path)
+    names_path = data.str("names", "") or data.str("labels", "data/names.list")
+    try:
+        names = [l.rstrip("\r\n") for l in Path(names_path).read_text(encoding="utf-8", errors="replace").splitlines()]
+    except OSError as e:
+        raise CfgError(data_path, data.find("names").line if data.find("names") else None, "names",
+                       f"cannot read names file '{names_path}': {e.strerror or e}") from None
+    while names and names[-1] == "":
+        names.pop()
+    return names, names_path
+
+
+def detection_layer(net):
+    """The last yolo / Gaussian_yolo / region layer, as upstream's test_detector picks it."""
+    det = net.layers[-1]
+    for layer in net.layers:
+        if layer.type_name in ("yolo", "Gaussian_yolo", "region"):
+            det = layer
+            print(f" Detection layer: {layer.index} - type = {layer.type_id} ")
+    return det
+
+
+def test_detector(args) -> int:
+    from . import image as imagelib
+    from .network import load_network
+
+    pos = args.positional
+    if len(pos) < 2:
+        raise UsageError("usage: darknet.py detector test DATA CFG [WEIGHTS] [IMAGE] [-thresh T] [-ext_output] "
+                         "[-dont_show] [-letter_box] [-out result.json]")
+    datacfg, cfgfile = pos[0], pos[1]
+    weightfile = pos[2] if len(pos) > 2 and pos[2] else None
+    filename = pos[3] if len(pos) > 3 else None
+    names, names_path = read_names(datacfg)
+    net = load_network(cfgfile, weightfile)
+    letter = bool(args.letter_box or net.options.letter_box)
+    classes = getattr(net.layers[-1], "classes", None)
+    if classes is not None and classes != len(names):
+        print(f"\n Error: in the file {names_path} number of names {len(names)} that isn't equal to "
+              f"classes={classes} in the file {cfgfile} ")
+    json_file = open(args.out, "w") if args.out else None
+    if json_file:
+        json_file.write("[\n")
+    image_id = 0
+    try:
+        while True:
+            if filename:
+                path = filename.rstrip("\r")
+            else:
+                print("Enter Image Path: ", end="", flush=True)
+                line = sys.stdin.readline()
+                if not line:
+                    break
+                path = line.rstrip("\r\n")
+            try:
+                im = imagelib.load_image_color(path)
+            except ImageError as e:
+                print(f"Cannot load image \"{path}\": {e}", file=sys.stderr)
+                if filename:
+                    return 1
+                continue
+            c, h, w = im.shape
+            sized = (imagelib.letterbox_image if letter else imagelib.resize_image)(im, net.options.width, net.options.height)
+            det_layer = detection_layer(net)
+            t0 = time.perf_counter()
+            dets = net.detect(sized, thresh=args.thresh, nms=0.45, hier_thresh=args.hier, im_w=w, im_h=h, letter=letter,
+                              keep_all=True)
+            print(f"{path}: Predicted in {(time.perf_counter() - t0) * 1000:f} milli-seconds.")
+            imagelib.print_detections(dets, names, args.thresh, w, h, args.ext_output)
+            drawn = imagelib.draw_detections(im, dets, names, args.thresh)
+            imagelib.save_image(drawn, "predictions")
+            if json_file:
+                if image_id:
+                    json_file.write(", \n")
+                image_id += 1
+                json_file.write(detection_json(dets, names, image_id, path))
+            if args.save_labels:
+                save_labels(dets, names, args.thresh, path)
+            if filename:
+                break
+    finally:
+        if json_file:
+            json_file.write("\n]")
+            json_file.close()
+    return 0
+
+
+def detection_json(dets, names, frame_id, filename) -> str:
+    """Upstream's detection_to_json text (src/network.c), prob > 0.005, skipping 'dont_show' names."""
+    head = f'{{\n "frame_id":{frame_id}, \n "filename":"{filename}", \n "objects": [ \n'
+    items = []
+    for d in dets:
+        for j, p in sorted(d["probs"].items()):
+            if p > 0.005 and not names[j].startswith("dont_show"):
+                items.append(f'  {{"class_id":{j}, "name":"{names[j]}", "relative_coordinates":{{"center_x":{d["x"]:f}, '
+                             f'"center_y":{d["y"]:f}, "width":{d["w"]:f}, "height":{d["h"]:f}}}, "confidence":{p:f}}}')
+    return head + ", \n".join(items) + "\n ] \n}"
+
+
+def save_labels(dets, names, thresh, image_path) -> None:
+    from .data_paths import image_to_label_path
+    lines = []
+    for d in dets:
+        best = max(((p, j) for j, p in d["probs"].items() if p > thresh), default=None)
+        if best is not None:
+            lines.append(f"{best[1]} {d['x']:2.4f} {d['y']:2.4f} {d['w']:2.4f} {d['h']:2.4f}\n")
+    from .fileio import atomic_write_text
+    atomic_write_text(image_to_label_path(image_path), "".join(lines))
+
+
+def partial(argv) -> int:
+    from .network import build_network
+    if len(argv) < 4:
+        raise UsageError("usage: darknet.py partial CFG WEIGHTS OUTPUT N")
+    cfgfile, weightfile, outfile = argv[0], argv[1], argv[2]
+    try:
+        cutoff = int(argv[3])
+    except ValueError:
+        raise UsageError(f"partial: N must be an integer, got '{argv[3]}'") from None
+    net = build_network(cfgfile, batch=1)
+    if weightfile:
+        net.load_weights(weightfile, cutoff=cutoff)
+    net.seen = 0
+    net.save_weights(outfile, cutoff=cutoff)
+    print(f"Saved {min(cutoff, len(net.layers))} layers to {outfile}")
+    return 0
+
+
+def detector(argv) -> int:
+    if not argv:
+        raise UsageError("usage: darknet.py detector [train/test/valid/demo/map] [data] [cfg] [weights (optional)]")
+    sub, rest = argv[0], argv[1:]
+    args, unknown = detector_parser().parse_known_intermixed_args(rest)
+    if unknown:
+        args.positional += [u for u in unknown if not u.startswith("-")]
+        bad = [u for u in unknown if u.startswith("-")]
+        if bad:
+            print(f"Warning: unknown flag(s) ignored: {' '.join(bad)}", file=sys.stderr)
+    if sub == "test":
+        return test_detector(args)
+    raise UsageError(f"detector {sub}: not available in this version of darknet_py (available: test)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if not argv:
+            raise UsageError(USAGE)
+        cmd, rest = argv[0], argv[1:]
+        if cmd == "detector":
+            return detector(rest)
+        if cmd == "partial":
+            return partial(rest)
+        raise UsageError(f"Not an option: {cmd}\n{USAGE}")
+    except UsageError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except (CfgError, WeightsError, ImageError) as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as e:
+        print(f"Error: {e.filename}: no such file", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"Error: {getattr(e, 'filename', '') or ''} {e.strerror or e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

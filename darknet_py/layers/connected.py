@@ -1,0 +1,86 @@
+"""Upstream: make_connected_layer / forward_connected_layer (src/connected_layer.c),
+parse_connected (src/parser.c), load_connected_weights (src/parser.c).
+
+A fully connected layer on the flat per-image input: y = W x + b with W stored as upstream
+does, (outputs, inputs) row-major. With batch_normalize, inference normalizes with the
+rolling statistics: (y - mean) / sqrt(var + .00001) * scale + bias. The .weights file holds
+biases, weights, then (with batch_normalize) scales, rolling mean, rolling variance; a
+file whose header has major or minor > 1000 stores the weights as (inputs, outputs).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..activations import ACTIVATION_IDS, activation_from
+from . import register
+from .activation import activate_array, warn_unsupported
+from .base import BuildContext, Layer
+
+BN_EPS = 0.00001
+
+
+@register("connected", "conn")
+class Connected(Layer):
+    type_name = "connected"
+    type_id = 2
+
+    def __init__(self, ctx: BuildContext):
+        super().__init__(ctx)
+        s = ctx.section
+        out = s.int("output", 1)
+        if out < 1:
+            raise s.error("output", f"must be >= 1, not {out}")
+        self.activation = activation_from(s, default="logistic")
+        self.activation_id = ACTIVATION_IDS[self.activation]
+        self.bn = s.int("batch_normalize", 0)
+        if ctx.inputs < 1:
+            raise s.error(None, "the layer before a [connected] layer has no outputs")
+        # upstream's make_connected_layer: a 1x1 "image" with `inputs` channels in
+        self.w, self.h, self.c = 1, 1, ctx.inputs
+        self.inputs = ctx.inputs
+        self.set_output(1, 1, out)
+        self.n = out
+        self.size = self.stride = self.groups = 1
+        # upstream leaves nweights and bflops at 0 for connected layers (its summary shows 0)
+        self.weights = nn.Parameter(torch.zeros(out, ctx.inputs))  # (outputs, inputs)
+        self.biases = nn.Parameter(torch.zeros(out))
+        if self.bn:
+            self.scales = nn.Parameter(torch.ones(out))
+            self.register_buffer("rolling_mean", torch.zeros(out))
+            self.register_buffer("rolling_variance", torch.ones(out))
+        warn_unsupported(self, self.activation)
+
+    def weight_arrays(self):
+        arrays = [self.biases, self.weights]
+        if self.bn:
+            arrays += [self.scales, self.rolling_mean, self.rolling_variance]
+        return arrays
+
+    def load_arrays(self):
+        arrays = [self.biases, self.weights]
+        if self.bn and not self.dontloadscales:
+            arrays += [self.scales, self.rolling_mean, self.rolling_variance]
+        return arrays
+
+    def load_from(self, reader, transpose: bool) -> bool:
+        arrays = self.load_arrays()
+        ok = reader.fill(arrays[0]) and reader.fill(arrays[1])
+        if transpose:
+            # the file holds an (inputs, outputs) matrix: upstream's transpose_matrix
+            with torch.no_grad():
+                w = self.weights.detach().reshape(self.inputs, self.outputs).t().clone()
+                self.weights.copy_(w)
+        if ok:
+            ok = all(reader.fill(t) for t in arrays[2:])
+        return ok
+
+    def forward(self, x, outputs=None):
+        n = x.shape[0]
+        y = F.linear(x.reshape(n, -1), self.weights)  # (N, outputs)
+        if self.bn:
+            k = self.scales / torch.sqrt(self.rolling_variance + BN_EPS)
+            y = (y - self.rolling_mean) * k
+        y = y + self.biases
+        return activate_array(y, self.activation).reshape(n, self.outputs, 1, 1)
