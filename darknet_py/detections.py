@@ -585,3 +585,48 @@ def nms_obj(dets: Detections, classes: int | None = None, thresh: float = 0.45) 
     out.objectness[gone] = 0
     out.probs[gone, :ncls] = 0
     return out
+
+
+# ====================================================================== get_network_boxes
+def network_boxes(net, raw: dict, thresh: float, hier_thresh: float, imw: int, imh: int,
+                  letter: bool = False, relative: bool = True):
+    """upstream get_network_boxes: every detection layer's boxes, in layer order.
+
+    ``raw`` is Network.predict_raw's dict. Returns (Detections, nms_kind, beta_nms, classes)
+    where the NMS kind is that of the last yolo / Gaussian_yolo / region layer, as
+    test_detector picks it.
+    """
+    netw, neth = net.options.width, net.options.height
+    parts, kind, beta, classes = [], "default", 0.6, None
+    for layer in net.layers:
+        t = layer.type_name
+        if t not in ("yolo", "Gaussian_yolo", "region", "detection"):
+            continue
+        out = raw[layer.index]
+        if t == "yolo":
+            d = yolo_detections(out, w=layer.out_w, h=layer.out_h, n=layer.n, classes=layer.classes,
+                                anchors=layer.anchors, mask=layer.mask, netw=netw, neth=neth, imw=imw, imh=imh,
+                                thresh=thresh, relative=relative, letter=letter, new_coords=bool(layer.new_coords))
+        elif t == "Gaussian_yolo":
+            d = gaussian_yolo_detections(out, w=layer.out_w, h=layer.out_h, n=layer.n, classes=layer.classes,
+                                         anchors=layer.anchors, mask=layer.mask, netw=netw, neth=neth, imw=imw,
+                                         imh=imh, thresh=thresh, relative=relative, letter=letter,
+                                         yolo_point=layer.yolo_point)
+        elif t == "region":
+            d = region_detections(out, w=layer.out_w, h=layer.out_h, n=layer.n, classes=layer.classes,
+                                  coords=layer.coords, anchors=layer.anchors, netw=netw, neth=neth, imw=imw,
+                                  imh=imh, thresh=thresh, relative=relative, letter=letter)
+        else:
+            d = detection_detections(out, side=layer.side, n=layer.n, classes=layer.classes, sqrt=bool(layer.sqrt),
+                                     imw=imw, imh=imh, thresh=thresh, relative=relative)
+        parts.append(d)
+        classes = layer.classes
+        if t != "detection":
+            kind, beta = getattr(layer, "nms_kind", "default"), getattr(layer, "beta_nms", 0.6)
+    if classes is None:
+        raise ValueError(f"{net.path}: the network has no [yolo], [Gaussian_yolo], [region] or [detection] layer")
+    return Detections.concat(parts, classes), kind, beta, classes
+
+
+def apply_nms(dets: Detections, classes: int, thresh: float, kind: str = "default", beta: float = 0.6) -> Detections:
+    return nms(dets, classes, thresh, kind, beta)

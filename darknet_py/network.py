@@ -122,15 +122,19 @@ class Network(nn.Module):
 
     @torch.inference_mode()
     def detect(self, x, thresh: float = 0.25, nms: float = 0.45, hier_thresh: float = 0.5,
-               im_w: int | None = None, im_h: int | None = None, letter: bool = False) -> list[dict]:
-        """Upstream's get_network_boxes(relative=1) then the cfg's NMS, as dicts."""
+               im_w: int | None = None, im_h: int | None = None, letter: bool = False,
+               keep_all: bool = False) -> list[dict]:
+        """Upstream's get_network_boxes(relative=1) then the cfg's NMS, as dicts.
+
+        Boxes are those with a class probability above thresh (keep_all: every box that
+        get_network_boxes returned, as upstream's drawing and printing loop over them)."""
         from .detections import network_boxes, apply_nms
         raw = self.predict_raw(x)
         dets, kind, beta, classes = network_boxes(self, raw, thresh, hier_thresh,
                                                   im_w or self.options.width, im_h or self.options.height, letter)
         if nms:
             dets = apply_nms(dets, classes, nms, kind, beta)
-        return dets.to_dicts(thresh)
+        return dets.to_dicts(thresh, keep_empty=keep_all)
 
     # -- info -----------------------------------------------------------------------
     def summary(self) -> list[dict]:

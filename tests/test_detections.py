@@ -275,9 +275,7 @@ def test_nms_idempotent_and_consistent(d, kind, thresh):
 
 
 # =================================================================== upstream golden files
-DATA = Path(__file__).parent / "data" / "forward_dets"
-if not DATA.is_dir():  # the same files also live in the whole forward/ copy
-    DATA = Path(__file__).parent / "data" / "forward"
+DATA = Path(__file__).parent / "data" / "forward"
 
 YOLOV3_ANCHORS = [10, 14, 23, 27, 37, 58, 81, 82, 135, 169, 344, 319]
 CSP_ANCHORS = [12, 16, 19, 36, 40, 28, 36, 75, 76, 55, 72, 146, 142, 110, 192, 243, 459, 401]

@@ -17,6 +17,9 @@ def register(*names: str):
 def _load_all() -> None:
     # importing the modules fills LAYERS through @register
     from . import convolutional, route, shortcut, pooling, upsample, yolo  # noqa: F401
+    from . import (activation, avgpool, batchnorm, connected, contrastive, cost, crnn, crop,  # noqa: F401
+                   detection, dropout, empty, gaussian_yolo, implicit, region, reorg, reorg_old, sam,
+                   scale_channels, softmax)
 
 
 __all__ = ["LAYERS", "register", "BuildContext", "Layer"]

@@ -1,0 +1,137 @@
+"""Upstream: parse_crnn (src/parser.c), make_crnn_layer / forward_crnn_layer (src/crnn_layer.c).
+
+A convolutional RNN made of three convolutional layers: input (c -> hidden), self
+(hidden -> hidden, on the state) and output (hidden -> output). Each step:
+state = [state if shortcut] + input_conv(x) + self_conv(state); y = output_conv(state).
+The .weights file holds the three convolutions in that order.
+
+Built for inference (as upstream's detector does, time_steps=1) each forward call is one
+step and the state carries over to the next call, as upstream's l.state does between
+frames of a video; `reset_state()` clears it. Built for training, the batch holds
+time_steps consecutive mini-batches and the state starts at zero.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..activations import activation_from
+from ..cfg import Option, Section
+from . import register
+from .base import BuildContext, Layer
+from .convolutional import Convolutional
+
+
+def _conv_section(s: Section, values: dict[str, object], lines: dict[str, str]) -> Section:
+    """A synthetic [convolutional] section for one of the inner layers, each option carrying
+    the line of the crnn key it comes from (so errors point at the cfg)."""
+    opts = []
+    for key, value in values.items():
+        src = next((o for o in s.options if o.key == lines.get(key, key)), None)
+        opts.append(Option(key, str(value), src.line if src else s.line, True))
+    return Section(s.name, s.line, s.path, opts)
+
+
+@register("crnn")
+class CRNN(Layer):
+    type_name = "crnn"
+    type_id = 23
+
+    def __init__(self, ctx: BuildContext):
+        super().__init__(ctx)
+        s = ctx.section
+        self.size = s.int("size", 3)
+        self.stride = s.int("stride", 1)
+        self.dilation = s.int("dilation", 1)
+        pad = s.int("pad", 0)
+        padding = s.int("padding", 0)
+        if pad:
+            padding = self.size // 2
+        self.pad = padding
+        output_filters = s.int("output", 1)
+        hidden_filters = s.int("hidden", 1)
+        self.groups = s.int("groups", 1)
+        activation = activation_from(s, default="logistic")
+        batch_normalize = s.int("batch_normalize", 0)
+        self.xnor = s.int("xnor", 0)
+        if output_filters < 1 or hidden_filters < 1:
+            raise s.error("output", "output and hidden must be >= 1")
+        if not (ctx.w and ctx.h and ctx.c):
+            raise s.error(None, "the layer before a crnn layer must output an image")
+        # upstream's detector parses with time_steps=1; training uses the cfg's time_steps
+        self.steps = max(1, ctx.net.time_steps) if ctx.train else 1
+        self.shortcut = s.int("shortcut", 0)
+        self.train_mode = ctx.train
+
+        common = {"size": self.size, "stride": self.stride, "dilation": self.dilation, "padding": self.pad,
+                  "groups": self.groups, "activation": activation, "batch_normalize": batch_normalize,
+                  "xnor": self.xnor}
+
+        def conv(w, h, c, n, key):
+            sec = _conv_section(s, {"filters": n, **common}, {"filters": key})
+            sub = BuildContext(index=ctx.index, w=w, h=h, c=c, inputs=w * h * c, net=ctx.net, section=sec,
+                               layers=ctx.layers, batch=ctx.batch, train=ctx.train)
+            return Convolutional(sub)
+
+        self.input_layer = conv(ctx.w, ctx.h, ctx.c, hidden_filters, "hidden")
+        self.self_layer = conv(ctx.w, ctx.h, hidden_filters, hidden_filters, "hidden")
+        self.output_layer = conv(ctx.w, ctx.h, hidden_filters, output_filters, "output")
+        if self.input_layer.outputs != self.self_layer.outputs or self.input_layer.outputs != self.output_layer.inputs:
+            raise s.error("stride", f"the hidden state must keep the input size {ctx.w}x{ctx.h} "
+                                    f"(size={self.size}, stride={self.stride}, padding={self.pad} change it)")
+        self.hidden = ctx.w * ctx.h * hidden_filters
+        self.inputs = ctx.w * ctx.h * ctx.c
+        # upstream's crnn layer itself leaves n, bn, activation and nweights at 0
+        self.out_w, self.out_h = self.output_layer.out_w, self.output_layer.out_h
+        self.out_c = output_filters
+        self.outputs = self.output_layer.outputs
+        self.bflops = self.input_layer.bflops + self.self_layer.bflops + self.output_layer.bflops
+        self._state: torch.Tensor | None = None
+        self._fused = None
+
+    def _convs(self):
+        return (self.input_layer, self.self_layer, self.output_layer)
+
+    def weight_arrays(self):
+        return [t for l in self._convs() for t in l.weight_arrays()]
+
+    def load_arrays(self):
+        return [t for l in self._convs() for t in l.load_arrays()]
+
+    def after_load(self) -> None:
+        for l in self._convs():
+            l.after_load()
+
+    def fuse(self) -> None:
+        for l in self._convs():
+            l.fuse()
+        self._fused = True
+
+    def unfuse(self) -> None:
+        for l in self._convs():
+            l.unfuse()
+        self._fused = None
+
+    def reset_state(self) -> None:
+        self._state = None
+
+    def forward(self, x, outputs=None):
+        x = self.as_image(x)
+        total = x.shape[0]
+        if total % self.steps:
+            raise ValueError(f"crnn layer {self.index}: batch {total} is not a multiple of time_steps={self.steps}")
+        batch = total // self.steps
+        hshape = (batch, self.hidden // (self.w * self.h), self.h, self.w)
+        persistent = not self.train_mode
+        state = self._state if persistent else None
+        if state is None or state.shape != hshape or state.device != x.device or state.dtype != x.dtype:
+            state = x.new_zeros(hshape)
+        ys = []
+        for i in range(self.steps):
+            xi = x[i * batch:(i + 1) * batch]
+            a = self.input_layer(xi)
+            b = self.self_layer(state)
+            state = (state + a + b) if self.shortcut else (a + b)
+            ys.append(self.output_layer(state))
+        if persistent:
+            self._state = state.detach()
+        return ys[0] if len(ys) == 1 else torch.cat(ys, 0)
