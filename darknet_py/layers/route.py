@@ -50,13 +50,16 @@ class Route(Layer):
         self.w, self.h, self.c = first.w, first.h, self.out_c
 
     def forward(self, x, outputs):
+        ts = [outputs[i] for i in self.refs]
+        if all(t.dim() == 4 and t.shape[2:] == (self.out_h, self.out_w) and t.shape[1] % self.groups == 0 for t in ts):
+            # image inputs: the flat slice upstream copies is a channel slice; this keeps the memory format
+            if self.groups > 1:
+                ts = [t[:, t.shape[1] // self.groups * self.group_id: t.shape[1] // self.groups * (self.group_id + 1)]
+                      for t in ts]
+            return ts[0] if len(ts) == 1 else torch.cat(ts, dim=1)
         parts = []
-        for i, size in zip(self.refs, self.sizes):
-            t = outputs[i]
+        for t, size in zip(ts, self.sizes):
             part = size // self.groups
-            if self.groups == 1:
-                parts.append(t.reshape(t.shape[0], -1) if len(self.refs) > 1 else t)
-            else:
-                parts.append(t.reshape(t.shape[0], -1)[:, part * self.group_id: part * (self.group_id + 1)])
+            parts.append(t.reshape(t.shape[0], -1)[:, part * self.group_id: part * (self.group_id + 1)])
         y = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         return y.reshape(y.shape[0], self.out_c, self.out_h, self.out_w)
