@@ -145,6 +145,20 @@ def test_detector(args) -> int:
     return 0
 
 
+def train(args) -> int:
+    from .train.loop import train_detector
+
+    pos = args.positional
+    if len(pos) < 2:
+        raise UsageError("usage: darknet.py detector train DATA CFG [WEIGHTS] [-map] [-dont_show] [-clear] "
+                         "[-gpus 0,1] [-chart chart.png] [-mAP_epochs N]")
+    weights = pos[2] if len(pos) > 2 and pos[2] else None
+    gpus = [int(g) for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    return train_detector(pos[0], pos[1], weights, clear=args.clear, dont_show=args.dont_show, calc_map=args.map,
+                          thresh=args.thresh, iou_thresh=args.iou_thresh, show_imgs=args.show_imgs, chart=args.chart,
+                          map_epochs=args.mAP_epochs, gpus=gpus)
+
+
 def detection_json(dets, names, frame_id, filename) -> str:
     """Upstream's detection_to_json text (src/network.c), prob > 0.005, skipping 'dont_show' names."""
     head = f'{{\n "frame_id":{frame_id}, \n "filename":"{filename}", \n "objects": [ \n'
@@ -198,7 +212,9 @@ def detector(argv) -> int:
             print(f"Warning: unknown flag(s) ignored: {' '.join(bad)}", file=sys.stderr)
     if sub == "test":
         return test_detector(args)
-    raise UsageError(f"detector {sub}: not available in this version of darknet_py (available: test)")
+    if sub == "train":
+        return train(args)
+    raise UsageError(f"detector {sub}: not available in this version of darknet_py (available: test, train)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,6 +81,30 @@ class Network(nn.Module):
                 outputs[layer.index] = x
         return outputs
 
+    def forward_train(self, x: torch.Tensor) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+        """Training forward: outputs as forward(), plus the input of every detection layer.
+
+        Upstream's backward_network stops at a layer with stopbackward (it and every layer
+        before it get no gradient) and skips layers with onlyforward; both are expressed by
+        detaching what flows out of them.
+        """
+        outputs: dict[int, torch.Tensor] = {}
+        inputs: dict[int, torch.Tensor] = {}
+        stop = max((l.index for l in self.layers if l.stopbackward), default=-1)
+        for layer in self.layers:
+            if layer.type_name in DETECTION_TYPES:
+                inputs[layer.index] = x
+            if layer.onlyforward:
+                with torch.no_grad():
+                    x = layer(x.detach(), outputs)
+            else:
+                x = layer(x, outputs)
+            if layer.index <= stop:
+                x = x.detach()
+            if layer.index in self._keep:
+                outputs[layer.index] = x
+        return outputs, inputs
+
     @property
     def device(self) -> torch.device:
         for p in self.parameters():
