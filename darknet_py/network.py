@@ -43,6 +43,8 @@ class Network(nn.Module):
         self.options = NetOptions.from_section(first)
         self.batch = batch if batch is not None else self.options.mini_batch
         self.seen = 0
+        self.train_flavor: str | None = None  # None: follow the device (see forward_train)
+        self.current_subdivision = 0
         o = self.options
         w, h, c, inputs = o.width, o.height, o.channels, o.inputs
         built: list = []
@@ -82,28 +84,13 @@ class Network(nn.Module):
         return outputs
 
     def forward_train(self, x: torch.Tensor) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
-        """Training forward: outputs as forward(), plus the input of every detection layer.
+        """Training forward (train/step.py): outputs as forward(), plus the input of every
+        detection layer. The flavour of upstream's backward: `self.train_flavor`, by default
+        upstream's CPU build on the CPU and its CUDA (cuDNN) build on a GPU."""
+        from .train.step import train_forward
 
-        Upstream's backward_network stops at a layer with stopbackward (it and every layer
-        before it get no gradient) and skips layers with onlyforward; both are expressed by
-        detaching what flows out of them.
-        """
-        outputs: dict[int, torch.Tensor] = {}
-        inputs: dict[int, torch.Tensor] = {}
-        stop = max((l.index for l in self.layers if l.stopbackward), default=-1)
-        for layer in self.layers:
-            if layer.type_name in DETECTION_TYPES:
-                inputs[layer.index] = x
-            if layer.onlyforward:
-                with torch.no_grad():
-                    x = layer(x.detach(), outputs)
-            else:
-                x = layer(x, outputs)
-            if layer.index <= stop:
-                x = x.detach()
-            if layer.index in self._keep:
-                outputs[layer.index] = x
-        return outputs, inputs
+        flavor = self.train_flavor or ("cpu" if x.device.type == "cpu" else "cudnn")
+        return train_forward(self, x, flavor)
 
     @property
     def device(self) -> torch.device:

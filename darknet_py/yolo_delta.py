@@ -38,10 +38,10 @@ class YoloStats:
     def line(self, layer, batch: int) -> str:
         """Upstream's per-layer line (show_details=1 form)."""
         name = {"mse": "mse", "giou": "giou"}.get(layer.iou_loss, "iou")
-        count = self.count or 1
+        count = self.count or 1  # upstream sets count = 1 before printing when no truth matched
         return (f"v3 ({name} loss, Normalizer: (iou: {layer.iou_normalizer:.2f}, obj: {layer.obj_normalizer:.2f}, "
                 f"cls: {layer.cls_normalizer:.2f}) Region {layer.index} Avg (IOU: {self.tot_iou / count:f}), "
-                f"count: {self.count}, class_loss = {self.classification_loss / batch:f}, "
+                f"count: {count}, class_loss = {self.classification_loss / batch:f}, "
                 f"iou_loss = {(self.loss - self.classification_loss) / batch:f}, total_loss = {self.loss / batch:f} ")
 
 
@@ -344,15 +344,15 @@ def yolo_delta(layer, out: torch.Tensor, truth: torch.Tensor, netw: int, neth: i
         cls = cls_all[b_idx, t_idx]
         i = (rows[:, 0] * w).long().clamp(0, w - 1)
         j = (rows[:, 1] * h).long().clamp(0, h - 1)
-        total = anchors.shape[0]
+        total = layer.total  # upstream searches the first num anchors
         shape_t = torch.zeros((rows.shape[0], 1, 4), device=dev)
         shape_t[:, 0, 2:] = rows[:, 2:4]
         shape_a = torch.zeros((1, total, 4), device=dev)
-        shape_a[0, :, 2] = anchors[:, 0] / netw
-        shape_a[0, :, 3] = anchors[:, 1] / neth
+        shape_a[0, :, 2] = anchors[:total, 0] / netw
+        shape_a[0, :, 3] = anchors[:total, 1] / neth
         a_iou = box_iou(shape_a, shape_t)  # (M, total)
         best_n = a_iou.max(1).indices
-        in_mask = torch.full((total,), -1, dtype=torch.long, device=dev)
+        in_mask = torch.full((max(total, anchors.shape[0]),), -1, dtype=torch.long, device=dev)
         in_mask[mask_t] = torch.arange(a, device=dev)
         pairs = [(best_n, torch.zeros_like(best_n))]  # (anchor, order within the truth)
         if layer.iou_thresh < 1.0:

@@ -64,6 +64,7 @@ class Convolutional(Layer):
         if s.int("cbn", 0):
             bn = 2
         self.bn = bn
+        self.train_mode = ctx.train  # built for training: batch statistics when self.training
         self.binary = s.int("binary", 0)
         self.xnor = s.int("xnor", 0)
         self.use_bin_output = s.int("bin_output", 0)
@@ -188,13 +189,21 @@ class Convolutional(Layer):
                          self.pad * self.dilation, self.dilation, self.groups)
             y = self.batchnorm(y) if self.bn else y + self.conv_bias().view(1, -1, 1, 1)
         y = _crop_to(y, self.blur["host"] if self.blur else (self.out_h, self.out_w))
-        y = activate(y, self.activation)
+        if self.train_mode and self.training:
+            from ..train.step import train_activate  # upstream's gradient (mish)
+            y = train_activate(y, self.activation)
+        else:
+            y = activate(y, self.activation)
         if self.blur is not None:
             y = F.conv2d(y, self.blur["weight"].to(y), None, self.blur["stride"], self.blur["pad"], 1, self.n)
         return y
 
     def batchnorm(self, y: torch.Tensor) -> torch.Tensor:
-        """Inference batch norm; training replaces this (train/ package)."""
+        """Batch norm: built for training and in training mode, with batch statistics
+        (train/batchnorm.py); else inference with the rolling statistics."""
+        if self.train_mode and self.training:
+            from ..train.batchnorm import batchnorm_train
+            return batchnorm_train(self, y, self.conv_bias())
         k = self.scales / torch.sqrt(self.rolling_variance + BN_EPS)
         return (y - self.rolling_mean.view(1, -1, 1, 1)) * k.view(1, -1, 1, 1) + self.conv_bias().view(1, -1, 1, 1)
 

@@ -77,7 +77,8 @@ class Region(Layer):
         self.mask_scale = s.float("mask_scale", 1.0)
         self.class_scale = s.float("class_scale", 1.0)
         self.bias_match = s.int("bias_match", 0)
-        self.softmax_tree = SoftmaxTree(s)
+        tree = SoftmaxTree(s)
+        self.softmax_tree = tree if tree else None  # upstream's l.softmax_tree (yolo9000's hierarchy)
         self.map = s.str("map", None)
         self.anchors = parse_region_anchors(s, self.n, 0.5)  # upstream's l.biases, default .5
 
@@ -88,8 +89,11 @@ class Region(Layer):
         y = x.reshape(nb, self.n * size, self.out_h * self.out_w).transpose(1, 2).reshape(nb, -1, self.n, size)
         parts = [y[..., :4], torch.sigmoid(y[..., 4:5])]
         rest = y[..., 5:]
-        if self.softmax_tree:
-            rest = softmax_groups(rest, self.softmax_tree.sizes())
+        if self.softmax_tree is not None:
+            sizes = self.softmax_tree.sizes()
+            if sum(sizes) > self.classes:
+                raise self.softmax_tree.error_for(f"the tree has {sum(sizes)} entries but classes={self.classes}")
+            rest = softmax_groups(rest, sizes)
         elif self.softmax:
             rest = torch.cat([torch.softmax(rest[..., :self.classes], dim=-1), rest[..., self.classes:]], dim=-1)
         y = torch.cat(parts + [rest], dim=-1)

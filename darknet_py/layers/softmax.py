@@ -8,6 +8,7 @@ shows the input shape but a 0x0x0 output, so the next layer is built with w=h=c=
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -17,7 +18,7 @@ from . import register
 from .base import BuildContext, Layer
 
 
-def resolve_data_path(s, key: str, value: str) -> Path | None:
+def resolve_data_path(s, value: str) -> Path | None:
     """A data file named in a cfg: as upstream (relative to the current directory), else
     relative to the cfg's folder or its parent (darknet's cfg/ and data/ are siblings)."""
     p = Path(value)
@@ -28,23 +29,33 @@ def resolve_data_path(s, key: str, value: str) -> Path | None:
     return None
 
 
-def read_tree_groups(path: Path) -> list[int]:
-    """Sizes of the sibling groups of a tree file, in order (upstream's read_tree group_size).
+def read_tree(path: Path) -> tuple[list[str], list[int], list[int]]:
+    """Upstream's read_tree: the node names, their parents, and the sizes of the sibling
+    groups in order.
 
     Each line is `name parent`; a new group starts whenever the parent changes. Like
     upstream, the first group may be empty (when the first parent is not -1).
     """
+    names: list[str] = []
+    parents: list[int] = []
     sizes: list[int] = []
     last_parent, size = -1, 0
-    for line in path.read_text().splitlines():
-        parts = line.split()
-        parent = int(parts[1]) if len(parts) > 1 else -1
+    lines = path.read_bytes().decode("latin-1").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the text after the last newline, when there is any, is a line too
+    for line in lines:
+        # upstream: sscanf(line, "%s %d", id, &parent) with parent -1 unless an integer follows
+        parts = line.split("\x00", 1)[0].split()
+        m = re.match(r"[+-]?\d+", parts[1]) if len(parts) > 1 else None
+        parent = int(m.group()) if m else -1
+        names.append(parts[0] if parts else "")
+        parents.append(parent)
         if parent != last_parent:
             sizes.append(size)
             size, last_parent = 0, parent
         size += 1
     sizes.append(size)
-    return sizes
+    return names, parents, sizes
 
 
 class SoftmaxTree:
@@ -53,18 +64,24 @@ class SoftmaxTree:
 
     def __init__(self, s, key: str = "tree"):
         self.value = s.str(key, None)
-        self.groups: list[int] | None = None
+        self.section, self.key = s, key
+        self.groups: list[int] | None = None  # sibling group sizes, in order
+        self.names: list[str] = []
+        self.parents: list[int] = []
         self.error: CfgError | None = None
         if self.value is None:
             return
-        path = resolve_data_path(s, key, self.value)
+        path = resolve_data_path(s, self.value)
         if path is None:
             self.error = s.error(key, f"cannot open tree file '{self.value}'")
             return
         try:
-            self.groups = read_tree_groups(path)
+            self.names, self.parents, self.groups = read_tree(path)
         except (OSError, ValueError) as e:
             self.error = s.error(key, f"cannot read tree file '{self.value}': {e}")
+
+    def error_for(self, message: str) -> CfgError:
+        return self.section.error(self.key, message)
 
     def __bool__(self) -> bool:
         return self.value is not None
@@ -79,13 +96,19 @@ class SoftmaxTree:
         return sum(self.sizes())
 
 
-def softmax_groups(x: torch.Tensor, sizes: list[int], temperature: float = 1.0) -> torch.Tensor:
-    """Softmax over consecutive slices of the last dimension (upstream's softmax_tree)."""
+def softmax_groups(x: torch.Tensor, sizes: list[int], temperature: float = 1.0,
+                   rest_zero: bool = False) -> torch.Tensor:
+    """Softmax over consecutive slices of the last dimension (upstream's softmax_tree); the
+    values after the tree's entries are kept (in place, as [region]) or zero (a separate
+    output buffer that upstream never writes there, as [softmax])."""
     total = sum(sizes)
+    if total > x.shape[-1]:
+        raise ValueError(f"the tree has {total} entries but the input only {x.shape[-1]}")
     parts = []
     for part in torch.split(x[..., :total], [s for s in sizes if s], dim=-1):
         parts.append(torch.softmax(part / temperature, dim=-1))
-    return torch.cat(parts + [x[..., total:]], dim=-1)
+    rest = x[..., total:]
+    return torch.cat(parts + [torch.zeros_like(rest) if rest_zero else rest], dim=-1)
 
 
 @register("softmax", "soft")
@@ -103,7 +126,8 @@ class Softmax(Layer):
         self.temperature = s.float("temperature", 1.0)
         if self.temperature == 0:
             raise s.error("temperature", "must not be 0")
-        self.tree = SoftmaxTree(s)
+        tree = SoftmaxTree(s)
+        self.softmax_tree = tree if tree else None  # upstream's l.softmax_tree
         self.spatial = s.float("spatial", 0.0)
         self.noloss = s.int("noloss", 0)
         # upstream sets w, h, c from the input but leaves out_w/out_h/out_c at 0
@@ -111,8 +135,11 @@ class Softmax(Layer):
     def forward(self, x, outputs=None):
         n = x.shape[0]
         flat = x.reshape(n, -1)
-        if self.tree:
-            y = softmax_groups(flat, self.tree.sizes(), self.temperature)
+        if self.softmax_tree is not None:
+            sizes = self.softmax_tree.sizes()
+            if sum(sizes) > self.inputs:
+                raise self.softmax_tree.error_for(f"the tree has {sum(sizes)} entries but the input only {self.inputs}")
+            y = softmax_groups(flat, sizes, self.temperature, rest_zero=True)
         else:
             y = torch.softmax(flat.reshape(n, self.groups, -1) / self.temperature, dim=-1)
         return y.reshape(n, self.outputs, 1, 1)

@@ -6,6 +6,8 @@ layer already applied it) and x, y are scaled: x*scale_x_y - (scale_x_y-1)/2.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from . import register
@@ -14,16 +16,32 @@ from .base import BuildContext, Layer
 IOU_LOSSES = ("mse", "iou", "giou", "diou", "ciou")
 
 
-def parse_anchors(s, total: int) -> list[float]:
-    """Anchors as upstream reads them: up to 2*num numbers, the rest 0."""
+def parse_anchors(s, total: int, mask: list[int]) -> list[float]:
+    """Anchors as upstream's parse_yolo stores them in l.biases, with its tolerance.
+
+    Upstream keeps 0.5 for anchor numbers the cfg does not give and ignores numbers past
+    2*num (two stock cfgs rely on this: cspx-p7-mish lists 20 anchors with num=16 and masks
+    16..19, cspx-p7-mish_hp loses one number to a missing comma); we warn about both. A
+    list too short to give the layer as many anchors as its mask uses is an error.
+    """
+    need = 2 * max(total, max(mask) + 1 if mask else 0)
+    biases = [0.5] * need
     if not s.has("anchors"):
-        return [0.0] * (2 * total)
+        return biases
     values = s.floats("anchors")
-    if len(values) < 2 * total:
-        raise s.error("anchors", f"has {len(values)} numbers but num={total} needs {2 * total}")
-    if len(values) > 2 * total:
-        raise s.error("anchors", f"has {len(values)} numbers but num={total} uses only {2 * total}")
-    return values
+    line = s.find("anchors").line
+    if len(values) < 2 * len(mask):
+        raise s.error("anchors", f"has {len(values)} numbers but num={total} needs {2 * total} "
+                                 f"(mask={','.join(map(str, mask))} uses {len(mask)} anchors)", line)
+    if len(values) != 2 * total:
+        warnings.warn(f"{s.path}:{line}: [{s.name}] key 'anchors': {len(values)} numbers but num={total} uses "
+                      f"{2 * total}; missing ones are 0.5 as upstream", stacklevel=3)
+    if need > 2 * total:
+        warnings.warn(f"{s.path}:{s.find('mask').line}: [{s.name}] key 'mask': uses anchor {max(mask)} but "
+                      f"num={total}; taking it from the anchors listed", stacklevel=3)
+    n = min(len(values), need)
+    biases[:n] = values[:n]
+    return biases
 
 
 @register("yolo")
@@ -40,8 +58,8 @@ class Yolo(Layer):
             raise s.error("num", "num must be >= 1 and classes >= 0")
         self.mask = s.ints("mask") if s.has("mask") else list(range(self.total))
         for m in self.mask:
-            if not 0 <= m < self.total:
-                raise s.error("mask", f"mask value {m} is outside 0..num-1 (num={self.total})")
+            if m < 0:
+                raise s.error("mask", f"mask value {m} is negative")
         self.n = len(self.mask)
         self.max_boxes = s.int("max", 200)
         c = self.n * (self.classes + 5)
@@ -90,7 +108,7 @@ class Yolo(Layer):
         if emb != 999999:
             self.embedding_layer = ctx.layer_index("embedding_layer", emb)
         self.map = s.str("map", "") or None
-        self.anchors = parse_anchors(s, self.total)
+        self.anchors = parse_anchors(s, self.total, self.mask)
 
     def forward(self, x, outputs=None):
         n = x.shape[0]

@@ -1,0 +1,167 @@
+"""Upstream: load_image_mat_cv, image_data_augmentation, blend_images_cv, mat_to_image
+(src/image_opencv.cpp): the OpenCV build's image side of load_data_detection.
+
+Images stay HxWxC uint8 RGB (as upstream's cv::Mat) through crop, resize, flip, HSV,
+blur and noise, with the same OpenCV calls, and become planar float32 only at the end.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..image import ImageError
+from .crand import CRandom
+from .truth import count_boxes
+
+F32 = np.float32
+# mat_to_image divides in float32: data / 255.0f.
+_U8_TO_F32 = np.arange(256, dtype=F32) / F32(255)
+# Upstream's whole-image blur for blur=1 uses a fixed 17x17 Gaussian.
+_BACKGROUND_BLUR_KSIZE = 17
+# cv::randn's sigma is limited to this by upstream.
+_MAX_NOISE = 127
+
+
+def read_image(path: str, channels: int) -> np.ndarray:
+    """Upstream: load_image_mat_cv: HxWx3 uint8 RGB (or HxWx1 grey for channels < 3).
+
+    cv::imread with IMREAD_COLOR (EXIF orientation applied, 16-bit reduced to 8) and
+    the BGR -> RGB swap. Raises ImageError naming the file when it cannot be read.
+    """
+    if not os.path.isfile(path):
+        raise ImageError(path, "No such file" if not os.path.exists(path) else "not a regular file")
+    flag = cv2.IMREAD_COLOR if channels >= 3 else cv2.IMREAD_GRAYSCALE
+    try:
+        mat = cv2.imread(path, flag)
+    except cv2.error as e:  # OpenCV can throw on some corrupt files
+        raise ImageError(path, f"OpenCV error: {e}") from None
+    if mat is None or mat.size == 0:
+        raise ImageError(path, "cannot decode image data")
+    if mat.ndim == 2:
+        return mat[:, :, None]
+    return np.ascontiguousarray(mat[:, :, ::-1])
+
+
+@dataclass
+class Crop:
+    """The source window of the augmented image: may extend past the image (jitter)."""
+
+    left: int
+    top: int
+    width: int
+    height: int
+
+
+@dataclass
+class ColorJitter:
+    """Hue shift (fraction of the hue circle), saturation and exposure factors."""
+
+    hue: float = 0.0
+    saturation: float = 1.0
+    exposure: float = 1.0
+
+    def is_identity(self) -> bool:
+        return F32(self.saturation) == 1 and F32(self.exposure) == 1 and F32(self.hue) == 0
+
+
+def crop_and_resize(img: np.ndarray, crop: Crop, w: int, h: int) -> np.ndarray:
+    """The crop + cv::resize(INTER_LINEAR) of image_data_augmentation.
+
+    Parts of the window outside the image are filled with the image's mean colour.
+    """
+    ih, iw, c = img.shape
+    if (crop.left, crop.top, crop.width, crop.height) == (0, 0, iw, ih):
+        canvas = img
+    else:
+        fill = np.rint(np.asarray(cv2.mean(img)[:c])).clip(0, 255).astype(np.uint8)
+        canvas = np.empty((crop.height, crop.width, c), dtype=np.uint8)
+        canvas[...] = fill
+        x0, y0 = max(crop.left, 0), max(crop.top, 0)
+        x1, y1 = min(crop.left + crop.width, iw), min(crop.top + crop.height, ih)
+        if x0 < x1 and y0 < y1:
+            canvas[y0 - crop.top:y1 - crop.top, x0 - crop.left:x1 - crop.left] = img[y0:y1, x0:x1]
+    sized = cv2.resize(canvas, (w, h), interpolation=cv2.INTER_LINEAR)
+    return sized.reshape(h, w, c)
+
+
+def distort_color(img: np.ndarray, jitter: ColorJitter) -> np.ndarray:
+    """image_data_augmentation's HSV step on uint8 (OpenCV's 8-bit HSV: H in [0, 180)).
+
+    S and V are scaled with saturation (Mat *= double rounds to nearest), H is shifted
+    by 179 * hue with cv::add (saturating; OpenCV's HSV->RGB wraps hues >= 180).
+    Grey images only get the exposure factor.
+    """
+    if jitter.is_identity():
+        return img
+    if img.shape[2] < 3:
+        return _scale_u8(img, jitter.exposure)
+    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+    hue = cv2.add(hsv[:, :, 0], (float(F32(179) * F32(jitter.hue)), 0, 0, 0))
+    sat = _scale_u8(hsv[:, :, 1], jitter.saturation)
+    val = _scale_u8(hsv[:, :, 2], jitter.exposure)
+    return cv2.cvtColor(np.dstack([hue.reshape(sat.shape), sat, val]), cv2.COLOR_HSV2RGB)
+
+
+def _scale_u8(a: np.ndarray, factor: float) -> np.ndarray:
+    """cv::Mat::convertTo(-1, factor) on uint8: float32 product, round half to even,
+    saturate."""
+    return np.clip(np.rint(a.astype(F32) * F32(factor)), 0, 255).astype(np.uint8)
+
+
+def apply_blur(img: np.ndarray, blur: int, truth: np.ndarray) -> np.ndarray:
+    """image_data_augmentation's blur: blur=1 blurs the background only (17x17 Gaussian,
+    the truth boxes keep their sharp pixels); blur>1 blurs everything with kernel
+    (blur/2)*2+1."""
+    if not blur:
+        return img
+    ksize = _BACKGROUND_BLUR_KSIZE if blur == 1 else (blur // 2) * 2 + 1
+    out = cv2.GaussianBlur(img, (ksize, ksize), 0).reshape(img.shape)
+    if blur == 1:
+        rows, cols = img.shape[:2]
+        for x, y, w, h in truth[:count_boxes(truth), :4]:
+            # int casts of upstream's double (left/top) and float (width/height) maths
+            left = int((float(x) - float(w) / 2.0) * cols)
+            top = int((float(y) - float(h) / 2.0) * rows)
+            x0, y0 = max(left, 0), max(top, 0)
+            x1, y1 = min(left + int(w * F32(cols)), cols), min(top + int(h * F32(rows)), rows)
+            if x0 < x1 and y0 < y1:
+                out[y0:y1, x0:x1] = img[y0:y1, x0:x1]
+    return out
+
+
+def add_gaussian_noise(img: np.ndarray, sigma: int, rng: CRandom) -> np.ndarray:
+    """image_data_augmentation's noise: cv::randn into a uint8 Mat (so negative samples
+    saturate to 0: the noise only brightens), then a saturating add."""
+    if not sigma:
+        return img
+    sigma = min(max(sigma, 0), _MAX_NOISE)
+    noise = np.clip(np.rint(rng.normal(sigma, img.shape)), 0, 255).astype(np.uint8)
+    return cv2.add(img, noise).reshape(img.shape)
+
+
+def to_planar(img: np.ndarray) -> np.ndarray:
+    """Upstream: mat_to_image: HxWxC uint8 -> CxHxW float32 = value / 255.0f."""
+    return np.ascontiguousarray(_U8_TO_F32[img].transpose(2, 0, 1))
+
+
+def augment_image(img: np.ndarray, w: int, h: int, crop: Crop, flip: bool, color: ColorJitter,
+                  gaussian_noise: int, blur: int, truth: np.ndarray, rng: CRandom) -> np.ndarray:
+    """Upstream: image_data_augmentation: crop, resize to w x h, flip, HSV, blur, noise;
+    returns CxHxW float32 in [0, 1]."""
+    sized = crop_and_resize(img, crop, w, h)
+    if flip:
+        sized = sized[:, ::-1]
+    sized = distort_color(np.ascontiguousarray(sized), color)
+    sized = apply_blur(sized, blur, truth)
+    sized = add_gaussian_noise(sized, gaussian_noise, rng)
+    return to_planar(sized)
+
+
+def blend_images(new: np.ndarray, old: np.ndarray) -> np.ndarray:
+    """Upstream: blend_images_cv(new, 0.5, old, 0.5): cv::addWeighted in float32."""
+    half = F32(0.5)
+    return new * half + old * half
+

@@ -1,0 +1,318 @@
+"""Upstream: load_data / load_threads (src/data.c) and the data side of train_detector
+(src/detector.c): batches of augmented images and truth, prepared ahead in worker
+processes, plus the random=1 multi-scale size schedule.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .crand import CRandom, F32
+from .detection import SHOW_IMGS_MESSAGE, AugmentOptions, ImageSource, load_batch, normalize
+from .labels import Issue
+
+# train_detector uses the last layer of these types for jitter, resize, max_boxes, classes.
+DETECTION_LAYER_TYPES = ("yolo", "Gaussian_yolo", "region")
+# How many batches each worker keeps ready (torch's prefetch_factor).
+DEFAULT_PREFETCH = 2
+# Upstream's multi-scale: a new size every 10 iterations, x or / 1.4 by default.
+_RESIZE_EVERY = 10
+_DEFAULT_RANDOM_COEF = F32(1.4)
+
+
+class Reporter:
+    """Prints each data Issue once to stderr and appends upstream's bad.list /
+    bad_label.list lines (relative to the current directory, as upstream)."""
+
+    def __init__(self, bad_list: str | None = "bad.list", bad_label_list: str | None = "bad_label.list"):
+        self.bad_list, self.bad_label_list = bad_list, bad_label_list
+        self.seen: set = set()
+
+    def emit(self, issues) -> None:
+        for issue in issues:
+            if issue.key in self.seen:
+                continue
+            self.seen.add(issue.key)
+            print(str(issue), file=sys.stderr, flush=True)
+            _append_line(self.bad_list, issue.bad_list)
+            _append_line(self.bad_label_list, issue.bad_label_list)
+
+
+def _append_line(path: str | None, line: str | None) -> None:
+    if path and line:
+        try:
+            with open(path, "a", encoding="utf-8", errors="replace") as f:
+                f.write(line + "\n")
+        except OSError as e:  # never stop training over a log file
+            print(f"{path}: cannot append ({e.strerror or e})", file=sys.stderr)
+
+
+class _BatchMaker:
+    """What a worker process needs to build a batch (picklable)."""
+
+    def __init__(self, paths, opt: AugmentOptions, show_dir: str | None):
+        self.source = ImageSource(paths, opt.channels)
+        self.opt, self.show_dir = opt, show_dir
+
+    def __call__(self, n: int, w: int, h: int, seed):
+        x, truth, issues = load_batch(self.source, self.opt, n, w, h, seed, self.show_dir)
+        return torch.from_numpy(x), torch.from_numpy(truth), issues
+
+
+class _BatchDataset(Dataset):
+    """Map-style dataset whose 'index' is a batch request (n, w, h, seed)."""
+
+    def __init__(self, maker: _BatchMaker):
+        self.maker = maker
+
+    def __getitem__(self, request):
+        return self.maker(*request)
+
+
+class _Requests:
+    """The sampler: an endless stream of batch requests, sizes from sizes_fn (called in
+    the main process, in batch order, as batches are queued)."""
+
+    def __init__(self, loader: "DetectionLoader", n: int, sizes_fn):
+        self.loader, self.n, self.sizes_fn = loader, n, sizes_fn
+
+    def __iter__(self):
+        while True:
+            yield self.loader._request(self.n, self.sizes_fn)
+
+
+def _init_worker(_worker_id: int) -> None:
+    # One thread per worker: the workers themselves are the parallelism.
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def _as_is(batch):
+    return batch
+
+
+class DetectionLoader:
+    """Upstream: load_data_detection, OpenCV build: augmented detection batches.
+
+    x: float32 torch tensor (n, channels, h, w), RGB in [0, 1]; truth: float32 torch
+    tensor (n, max_boxes, truth_size), rows x, y, w, h, class, track_id (relative), zero
+    rows after the last box.
+
+    Augmentation follows upstream's OpenCV path: jitter crop (and `resize`), letter_box,
+    flip, HSV (hue/saturation/exposure), blur, gaussian_noise, mixup (1), mosaic (3,
+    with mosaic_bound); cutmix (2, 4) is refused for detectors with upstream's message.
+    mixup codes are upstream's net->mixup (see NetOptions.mixup).
+
+    Deliberate differences from upstream:
+    - random numbers come from numpy (seedable), not C's rand();
+    - upstream decides "mix this batch or not" once per loading thread (about n/6
+      images); here each image decides on its own, with the same probability 1/2;
+    - an unreadable image is replaced by another random one (upstream's OpenCV build
+      leaves a hole), and bad label lines are skipped one by one (upstream stops
+      reading the file); label coordinates must lie in (0, 1].
+    """
+
+    def __init__(self, paths, width: int, height: int, channels: int = 3, classes: int = 1,
+                 max_boxes: int = 200, truth_size: int = 6, jitter: float = 0.2, resize: float = 1.0,
+                 hue: float = 0.0, saturation: float = 1.0, exposure: float = 1.0, flip: int = 1,
+                 blur: int = 0, gaussian_noise: int = 0, mixup: int = 0, letter_box: int = 0,
+                 mosaic_bound: int = 0, show_imgs: bool = False, seed=None, workers: int | None = None,
+                 prefetch: int = DEFAULT_PREFETCH, bad_list: str | None = "bad.list",
+                 bad_label_list: str | None = "bad_label.list", show_dir: str = "."):
+        opt = normalize(AugmentOptions(
+            classes=classes, channels=channels, max_boxes=max_boxes, truth_size=truth_size,
+            jitter=jitter, resize=resize, hue=hue, saturation=saturation, exposure=exposure,
+            flip=int(flip), blur=int(blur), gaussian_noise=int(gaussian_noise), mixup=int(mixup),
+            letter_box=int(letter_box), mosaic_bound=int(mosaic_bound)))
+        self.options = opt
+        self.width, self.height = int(width), int(height)
+        self.workers = default_workers() if workers is None else max(0, int(workers))
+        self.prefetch = max(1, int(prefetch))
+        self.show_imgs = bool(show_imgs)
+        self._maker = _BatchMaker(paths, opt, show_dir if show_imgs else None)
+        self._seeds = np.random.SeedSequence(seed)
+        self._reporter = Reporter(bad_list, bad_label_list)
+        self._streams: list = []
+
+    # ------------------------------------------------------------------ loading
+    def load(self, n: int, w: int | None = None, h: int | None = None):
+        """One batch of n images at w x h (default: the network size), in this process."""
+        n, w, h, seed = self._request(n, lambda: (w or self.width, h or self.height))
+        x, truth, issues = self._maker(n, w, h, seed)
+        self._reporter.emit(issues)
+        return x, truth
+
+    def batches(self, n: int, sizes_fn: Callable[[], tuple] | None = None) -> Iterator[tuple]:
+        """Endless (x, truth) batches of n images, prepared ahead by worker processes.
+
+        sizes_fn() is called once per batch, in order, when the batch is queued (so a
+        few batches ahead of the one being trained on); it returns (w, h), or (w, h, n)
+        to change the batch size too. Default: the network size.
+        """
+        if self.workers == 0:
+            yield from self._batches_here(n, sizes_fn)
+            return
+        stream = DataLoader(_BatchDataset(self._maker), batch_size=None, sampler=_Requests(self, n, sizes_fn),
+                            num_workers=self.workers, prefetch_factor=self.prefetch, collate_fn=_as_is,
+                            worker_init_fn=_init_worker, persistent_workers=False)
+        it = iter(stream)
+        self._streams.append(it)
+        try:
+            for x, truth, issues in it:
+                self._reporter.emit(issues)
+                yield x, truth
+        finally:
+            self._shutdown(it)
+
+    def _batches_here(self, n, sizes_fn):
+        requests = iter(_Requests(self, n, sizes_fn))
+        while True:
+            x, truth, issues = self._maker(*next(requests))
+            self._reporter.emit(issues)
+            yield x, truth
+
+    def _request(self, n: int, sizes_fn) -> tuple:
+        size = tuple(sizes_fn()) if sizes_fn is not None else (self.width, self.height)
+        w, h = int(size[0]), int(size[1])
+        n = int(size[2]) if len(size) > 2 else int(n)
+        if w < 1 or h < 1 or n < 1:
+            raise ValueError(f"batch of {n} images at {w} x {h}: all must be >= 1")
+        if self.show_imgs and not getattr(self, "_told_show", False):
+            self._told_show = True
+            print(SHOW_IMGS_MESSAGE, flush=True)
+        return n, w, h, self._seeds.spawn(1)[0]
+
+    # ------------------------------------------------------------------ shutdown
+    def _shutdown(self, it) -> None:
+        if it in self._streams:
+            self._streams.remove(it)
+        stop = getattr(it, "_shutdown_workers", None)
+        if stop is not None:
+            stop()
+
+    def close(self) -> None:
+        """Stop the worker processes of every open batches() stream."""
+        for it in list(self._streams):
+            self._shutdown(it)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def default_workers() -> int:
+    """Worker processes by default: one per CPU core, at most 8."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+# ---------------------------------------------------------------------- from a network
+
+
+def last_detection_layer(net):
+    """The layer train_detector takes jitter, resize, max_boxes and classes from: the
+    last [yolo], [Gaussian_yolo] or [region]."""
+    found = [l for l in net.layers if getattr(l, "type_name", None) in DETECTION_LAYER_TYPES]
+    if not found:
+        raise ValueError(f"{getattr(net, 'path', 'the network')}: no [yolo], [Gaussian_yolo] or [region] "
+                         "layer, so there is nothing to train a detector with")
+    return found[-1]
+
+
+def loader_from_net(net, paths, classes: int | None = None, show_imgs: bool = False, seed=None,
+                    workers: int | None = None, **kwargs) -> DetectionLoader:
+    """A DetectionLoader with the arguments train_detector gives load_data: [net] options
+    and the last detection layer's jitter, resize, max (max_boxes) and classes.
+
+    Upstream checks labels against the layer's classes, not obj.data's: a different
+    `classes` is reported and the layer's value is used. kwargs go to DetectionLoader.
+    """
+    o, l = net.options, last_detection_layer(net)
+    if o.track or o.contrastive:
+        raise NotImplementedError("track=1 (sequential video loading) and contrastive=1 data loading "
+                                  "are not implemented")
+    if classes is not None and classes != l.classes:
+        print(f"Warning: classes={classes} (data file) but the last [{l.type_name}] layer has "
+              f"classes={l.classes}; labels are checked against {l.classes}, as upstream", file=sys.stderr)
+    return DetectionLoader(
+        paths, width=o.width, height=o.height, channels=o.channels or 3, classes=l.classes,
+        max_boxes=l.max_boxes, truth_size=getattr(l, "truth_size", 6), jitter=l.jitter, resize=l.resize,
+        hue=o.hue, saturation=o.saturation, exposure=o.exposure, flip=o.flip, blur=o.blur,
+        gaussian_noise=o.gaussian_noise, mixup=o.mixup, letter_box=o.letter_box,
+        mosaic_bound=o.mosaic_bound, show_imgs=show_imgs, seed=seed, workers=workers, **kwargs)
+
+
+class MultiScale:
+    """Upstream: train_detector's random=1 resizing, as a sizes_fn for batches().
+
+    Every 10th call picks a new size: the network size scaled by rand_scale(coef)
+    (coef 1.4 for random=1, else the value of random), rounded as upstream to
+    round(s * size / resize_step + 1) * resize_step; a shrink that would not shrink
+    keeps the network size. The first call of a run and every call after iteration
+    max_batches - 100 use the largest size.
+    """
+
+    def __init__(self, width: int, height: int, random: float, resize_step: float = 32,
+                 max_batches: int = 0, start_iteration: int = 0, seed=None):
+        self.init_w, self.init_h = int(width), int(height)
+        self.coef = _DEFAULT_RANDOM_COEF if random == 1.0 else F32(random)
+        self.step = F32(resize_step)
+        self.max_batches, self.iteration = int(max_batches), int(start_iteration)
+        self.count = 0
+        self.size = (self.init_w, self.init_h)
+        self.rng = CRandom(seed)
+
+    def __call__(self) -> tuple[int, int]:
+        if self.count % _RESIZE_EVERY == 0:
+            self.size = self._pick(first=self.count == 0)
+        self.count += 1
+        self.iteration += 1
+        return self.size
+
+    def _dims(self, scale) -> tuple[int, int]:
+        return tuple(int(_c_round(F32(scale) * F32(s) / self.step + F32(1)) * float(self.step))
+                     for s in (self.init_w, self.init_h))
+
+    def _pick(self, first: bool) -> tuple[int, int]:
+        scale = self.rng.scale(self.coef)
+        w, h = self._dims(scale)
+        if scale < 1 and (w > self.init_w or h > self.init_h):
+            w, h = self.init_w, self.init_h
+        if first or self.iteration > self.max_batches - 100:
+            w, h = self._dims(self.coef)  # the largest size: memory check / final statistics
+        step = int(self.step)
+        return max(w, step), max(h, step)
+
+
+def _c_round(v) -> float:
+    """C's roundl: halves away from zero."""
+    v = float(v)
+    return math.copysign(math.floor(abs(v) + 0.5), v)
+
+
+def sizes_from_net(net, seed=None, start_iteration: int = 0):
+    """MultiScale for a network whose last detection layer has random != 0, else None
+    (fixed size)."""
+    l = last_detection_layer(net)
+    if not l.random:
+        return None
+    o = net.options
+    return MultiScale(o.width, o.height, l.random, o.resize_step, o.max_batches, start_iteration, seed)
+
+
+__all__ = ["DetectionLoader", "loader_from_net", "MultiScale", "sizes_from_net", "Reporter",
+           "last_detection_layer", "default_workers", "Issue"]
