@@ -169,7 +169,9 @@ class Convolutional(Layer):
             k = self.scales.detach() / torch.sqrt(self.rolling_variance + BN_EPS)
             w = w * k[:, None, None, None]
             b = b - self.rolling_mean * k
-        self._fused = (w.contiguous(), b.contiguous())
+        # channels_last weights keep oneDNN's convolutions (and what follows) in NHWC on the CPU
+        fmt = torch.channels_last if w.device.type == "cpu" else torch.contiguous_format
+        self._fused = (w.contiguous(memory_format=fmt), b.contiguous())
 
     def unfuse(self) -> None:
         self._fused = None
@@ -181,6 +183,11 @@ class Convolutional(Layer):
         if self._fused is not None and not self.training:
             y = F.conv2d(x, self._fused[0], self._fused[1], (self.stride_y, self.stride_x),
                          self.pad * self.dilation, self.dilation, self.groups)
+            if (y.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last)
+                    and not y.is_contiguous(memory_format=torch.channels_last)):
+                # oneDNN returns 1x1 convolutions in NCHW; the next pooling/concat is much
+                # faster in NHWC, so stay there
+                y = y.contiguous(memory_format=torch.channels_last)
         else:
             w = self.conv_weight()
             if self.xnor or self.binary:
@@ -192,6 +199,8 @@ class Convolutional(Layer):
         if self.train_mode and self.training:
             from ..train.step import train_activate  # upstream's gradient (mish)
             y = train_activate(y, self.activation)
+        elif self.activation == "leaky" and torch.is_inference_mode_enabled():
+            y = F.leaky_relu_(y, 0.1)  # in place: y is this layer's own fresh tensor
         else:
             y = activate(y, self.activation)
         if self.blur is not None:
