@@ -200,6 +200,102 @@ def partial(argv) -> int:
     return 0
 
 
+# ===================================================================== evaluation commands
+# detector map / valid / recall / calc_anchors / demo (darknet_py/eval/). Errors in the
+# user's input (EvalError, a bad list file) are printed as one line, exit status 1.
+
+def _eval_call(fn, args) -> int:
+    from .data.files import DataFileError
+    from .eval.common import EvalError
+
+    try:
+        return fn(args)
+    except (EvalError, DataFileError) as e:
+        sys.stdout.flush()
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
+
+
+def _need(args, n: int, usage: str) -> list:
+    if len(args.positional) < n:
+        raise UsageError(usage)
+    return args.positional
+
+
+def map_cmd(args) -> int:
+    def run(args):
+        from .eval.map import map_from_files
+
+        pos = _need(args, 2, "usage: darknet.py detector map DATA CFG WEIGHTS [-points 0|11|101] [-iou_thresh T] "
+                             "[-thresh T] [-letter_box]")
+        weights = pos[2] if len(pos) > 2 and pos[2] else None
+        map_from_files(pos[0], pos[1], weights, thresh=args.thresh, iou_thresh=args.iou_thresh, points=args.points,
+                       letter_box=args.letter_box)
+        return 0
+    return _eval_call(run, args)
+
+
+def valid_cmd(args) -> int:
+    def run(args):
+        from .eval.valid import validate_detector
+
+        pos = _need(args, 2, "usage: darknet.py detector valid DATA CFG WEIGHTS [-out NAME]")
+        weights = pos[2] if len(pos) > 2 and pos[2] else None
+        validate_detector(pos[0], pos[1], weights, outfile=args.out)
+        return 0
+    return _eval_call(run, args)
+
+
+def recall_cmd(args) -> int:
+    def run(args):
+        from .eval.recall import validate_detector_recall
+
+        pos = _need(args, 2, "usage: darknet.py detector recall DATA CFG WEIGHTS")
+        weights = pos[2] if len(pos) > 2 and pos[2] else None
+        validate_detector_recall(pos[0], pos[1], weights)
+        return 0
+    return _eval_call(run, args)
+
+
+def calc_anchors_cmd(args) -> int:
+    def run(args):
+        from .eval.anchors import calc_anchors
+
+        pos = _need(args, 1, "usage: darknet.py detector calc_anchors DATA -num_of_clusters N -width W -height H "
+                             "[-show]")
+        calc_anchors(pos[0], args.num_of_clusters, args.width, args.height, show=args.show)
+        return 0
+    return _eval_call(run, args)
+
+
+def demo_cmd(args) -> int:
+    def run(args):
+        from .cfg import read_data_cfg
+        from .eval.common import read_names_file
+        from .eval.demo import demo
+
+        pos = _need(args, 2, "usage: darknet.py detector demo DATA CFG WEIGHTS [VIDEO] [-out_filename OUT] "
+                             "[-dont_show] [-thresh T] [-ext_output] [-prefix NAME] [-c CAMERA]")
+        weights = pos[2] if len(pos) > 2 and pos[2] else None
+        video = pos[3].rstrip("\r") if len(pos) > 3 and pos[3] else None
+        data = read_data_cfg(pos[0])
+        classes = data.int("classes", 20)
+        names, _ = read_names_file(data)
+        for flag in ("mjpeg_port", "json_port"):
+            if getattr(args, flag) > 0:
+                print(f"Warning: -{flag} is not implemented by this demo; ignored", file=sys.stderr)
+        if args.http_post_host:
+            print("Warning: -http_post_host is not implemented by this demo; ignored", file=sys.stderr)
+        demo(pos[1], weights, names, classes, video, thresh=args.thresh, cam_index=args.c, frame_skip=args.s,
+             prefix=args.prefix, out_filename=args.out_filename, dont_show=args.dont_show or args.benchmark,
+             ext_output=args.ext_output, letter_box=args.letter_box, time_limit_sec=args.time_limit_sec,
+             json_file_output=args.json_file_output, dontdraw_bbox=args.dontdraw_bbox, benchmark=args.benchmark)
+        return 0
+    return _eval_call(run, args)
+
+# ================================================================= end of evaluation commands
+
+
 def detector(argv) -> int:
     if not argv:
         raise UsageError("usage: darknet.py detector [train/test/valid/demo/map] [data] [cfg] [weights (optional)]")
@@ -214,6 +310,18 @@ def detector(argv) -> int:
         return test_detector(args)
     if sub == "train":
         return train(args)
+    # --- evaluation commands (darknet_py/eval/) ---
+    if sub == "map":
+        return map_cmd(args)
+    if sub == "valid":
+        return valid_cmd(args)
+    if sub == "recall":
+        return recall_cmd(args)
+    if sub == "calc_anchors":
+        return calc_anchors_cmd(args)
+    if sub == "demo":
+        return demo_cmd(args)
+    # --- end of evaluation commands ---
     raise UsageError(f"detector {sub}: not available in this version of darknet_py (available: test, train)")
 
 

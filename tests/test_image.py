@@ -151,7 +151,9 @@ def test_resize_constant_stays_constant(c, iw, ih, w, h, v):
     im = np.full((c, ih, iw), v, dtype=np.float32)
     out = resize_image(im, w, h)
     assert out.shape == (c, h, w) and out.dtype == np.float32
-    np.testing.assert_allclose(out, v, atol=1e-6)
+    # a last-row position a few float32 ulps past the last source row leaves (1 - d) with
+    # d ~ 2e-6 (e.g. 30 -> 23 rows), as in upstream
+    np.testing.assert_allclose(out, v, atol=1e-5)
 
 
 @settings(max_examples=200, deadline=None)

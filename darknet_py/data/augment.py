@@ -18,7 +18,7 @@ from .truth import count_boxes
 
 F32 = np.float32
 # mat_to_image divides in float32: data / 255.0f.
-_U8_TO_F32 = np.arange(256, dtype=F32) / F32(255)
+_255 = F32(255)
 # Upstream's whole-image blur for blur=1 uses a fixed 17x17 Gaussian.
 _BACKGROUND_BLUR_KSIZE = 17
 # cv::randn's sigma is limited to this by upstream.
@@ -42,7 +42,7 @@ def read_image(path: str, channels: int) -> np.ndarray:
         raise ImageError(path, "cannot decode image data")
     if mat.ndim == 2:
         return mat[:, :, None]
-    return np.ascontiguousarray(mat[:, :, ::-1])
+    return cv2.cvtColor(mat, cv2.COLOR_BGR2RGB)
 
 
 @dataclass
@@ -73,18 +73,24 @@ def crop_and_resize(img: np.ndarray, crop: Crop, w: int, h: int) -> np.ndarray:
     Parts of the window outside the image are filled with the image's mean colour.
     """
     ih, iw, c = img.shape
-    if (crop.left, crop.top, crop.width, crop.height) == (0, 0, iw, ih):
-        canvas = img
-    else:
-        fill = np.rint(np.asarray(cv2.mean(img)[:c])).clip(0, 255).astype(np.uint8)
+    x0, y0 = max(crop.left, 0), max(crop.top, 0)
+    x1, y1 = min(crop.left + crop.width, iw), min(crop.top + crop.height, ih)
+    if x0 >= x1 or y0 >= y1:  # the window misses the image: all fill
         canvas = np.empty((crop.height, crop.width, c), dtype=np.uint8)
-        canvas[...] = fill
-        x0, y0 = max(crop.left, 0), max(crop.top, 0)
-        x1, y1 = min(crop.left + crop.width, iw), min(crop.top + crop.height, ih)
-        if x0 < x1 and y0 < y1:
-            canvas[y0 - crop.top:y1 - crop.top, x0 - crop.left:x1 - crop.left] = img[y0:y1, x0:x1]
+        canvas[...] = _mean_colour(img)
+    elif (x0 - crop.left, y0 - crop.top, crop.width, crop.height) == (0, 0, x1 - x0, y1 - y0):
+        canvas = img[y0:y1, x0:x1]  # wholly inside: a view, no copy
+    else:
+        canvas = cv2.copyMakeBorder(img[y0:y1, x0:x1], y0 - crop.top, crop.top + crop.height - y1,
+                                    x0 - crop.left, crop.left + crop.width - x1, cv2.BORDER_CONSTANT,
+                                    value=[int(v) for v in _mean_colour(img)])
     sized = cv2.resize(canvas, (w, h), interpolation=cv2.INTER_LINEAR)
     return sized.reshape(h, w, c)
+
+
+def _mean_colour(img: np.ndarray) -> np.ndarray:
+    """cv::mean(img) as the uint8 that Mat::setTo stores (rounded, saturated)."""
+    return np.rint(np.asarray(cv2.mean(img)[:img.shape[2]])).clip(0, 255).astype(np.uint8)
 
 
 def distort_color(img: np.ndarray, jitter: ColorJitter) -> np.ndarray:
@@ -107,8 +113,10 @@ def distort_color(img: np.ndarray, jitter: ColorJitter) -> np.ndarray:
 
 def _scale_u8(a: np.ndarray, factor: float) -> np.ndarray:
     """cv::Mat::convertTo(-1, factor) on uint8: float32 product, round half to even,
-    saturate."""
-    return np.clip(np.rint(a.astype(F32) * F32(factor)), 0, 255).astype(np.uint8)
+    saturate. convertScaleAbs does the same arithmetic (the abs is a no-op here)."""
+    if factor < 0:
+        return np.zeros_like(a)
+    return cv2.convertScaleAbs(a, alpha=float(factor)).reshape(a.shape)
 
 
 def apply_blur(img: np.ndarray, blur: int, truth: np.ndarray) -> np.ndarray:
@@ -144,7 +152,8 @@ def add_gaussian_noise(img: np.ndarray, sigma: int, rng: CRandom) -> np.ndarray:
 
 def to_planar(img: np.ndarray) -> np.ndarray:
     """Upstream: mat_to_image: HxWxC uint8 -> CxHxW float32 = value / 255.0f."""
-    return np.ascontiguousarray(_U8_TO_F32[img].transpose(2, 0, 1))
+    planes = np.ascontiguousarray(img.transpose(2, 0, 1))  # transpose the bytes, not the floats
+    return np.divide(planes, _255, dtype=F32)
 
 
 def augment_image(img: np.ndarray, w: int, h: int, crop: Crop, flip: bool, color: ColorJitter,

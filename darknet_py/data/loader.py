@@ -5,6 +5,7 @@ processes, plus the random=1 multi-scale size schedule.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import sys
 from typing import Callable, Iterator
@@ -88,6 +89,17 @@ class _Requests:
             yield self.loader._request(self.n, self.sizes_fn)
 
 
+def _worker_context(method: str):
+    """The multiprocessing context for workers. The default, forkserver, forks them from
+    a clean server process that has only imported this module: a plain fork would copy
+    the parent's OpenCV / OpenMP thread pools in whatever locked state they are in, and
+    OpenCV then hangs in the worker."""
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload([__name__])
+    return ctx
+
+
 def _init_worker(_worker_id: int) -> None:
     # One thread per worker: the workers themselves are the parallelism.
     cv2.setNumThreads(1)
@@ -103,7 +115,10 @@ class DetectionLoader:
 
     x: float32 torch tensor (n, channels, h, w), RGB in [0, 1]; truth: float32 torch
     tensor (n, max_boxes, truth_size), rows x, y, w, h, class, track_id (relative), zero
-    rows after the last box.
+    rows after the last box. (`.numpy()` gives numpy views of both without a copy.)
+
+    Bad data is reported once on stderr (file and line), upstream's bad.list /
+    bad_label.list get a line, and loading goes on; see darknet_py.data.labels.
 
     Augmentation follows upstream's OpenCV path: jitter crop (and `resize`), letter_box,
     flip, HSV (hue/saturation/exposure), blur, gaussian_noise, mixup (1), mosaic (3,
@@ -119,13 +134,16 @@ class DetectionLoader:
       reading the file); label coordinates must lie in (0, 1].
     """
 
-    def __init__(self, paths, width: int, height: int, channels: int = 3, classes: int = 1,
+    def __init__(self, paths, width: int, height: int, channels: int = 3, classes: int | None = None,
                  max_boxes: int = 200, truth_size: int = 6, jitter: float = 0.2, resize: float = 1.0,
                  hue: float = 0.0, saturation: float = 1.0, exposure: float = 1.0, flip: int = 1,
                  blur: int = 0, gaussian_noise: int = 0, mixup: int = 0, letter_box: int = 0,
                  mosaic_bound: int = 0, show_imgs: bool = False, seed=None, workers: int | None = None,
                  prefetch: int = DEFAULT_PREFETCH, bad_list: str | None = "bad.list",
-                 bad_label_list: str | None = "bad_label.list", show_dir: str = "."):
+                 bad_label_list: str | None = "bad_label.list", show_dir: str = ".",
+                 start_method: str = "forkserver", pin_memory: bool = False):
+        if classes is None:
+            raise ValueError("DetectionLoader needs classes= (labels are checked against it)")
         opt = normalize(AugmentOptions(
             classes=classes, channels=channels, max_boxes=max_boxes, truth_size=truth_size,
             jitter=jitter, resize=resize, hue=hue, saturation=saturation, exposure=exposure,
@@ -135,7 +153,9 @@ class DetectionLoader:
         self.width, self.height = int(width), int(height)
         self.workers = default_workers() if workers is None else max(0, int(workers))
         self.prefetch = max(1, int(prefetch))
+        self.start_method, self.pin_memory = start_method, bool(pin_memory)
         self.show_imgs = bool(show_imgs)
+        self._told_show_imgs = False
         self._maker = _BatchMaker(paths, opt, show_dir if show_imgs else None)
         self._seeds = np.random.SeedSequence(seed)
         self._reporter = Reporter(bad_list, bad_label_list)
@@ -155,13 +175,18 @@ class DetectionLoader:
         sizes_fn() is called once per batch, in order, when the batch is queued (so a
         few batches ahead of the one being trained on); it returns (w, h), or (w, h, n)
         to change the batch size too. Default: the network size.
+
+        Workers start when the first batch is asked for and stop with close() (or when
+        the iterator is dropped). They re-import the main script as any multiprocessing
+        child does, so a training script needs the `if __name__ == "__main__":` guard.
         """
         if self.workers == 0:
             yield from self._batches_here(n, sizes_fn)
             return
         stream = DataLoader(_BatchDataset(self._maker), batch_size=None, sampler=_Requests(self, n, sizes_fn),
                             num_workers=self.workers, prefetch_factor=self.prefetch, collate_fn=_as_is,
-                            worker_init_fn=_init_worker, persistent_workers=False)
+                            worker_init_fn=_init_worker, persistent_workers=False, pin_memory=self.pin_memory,
+                            multiprocessing_context=_worker_context(self.start_method))
         it = iter(stream)
         self._streams.append(it)
         try:
@@ -184,8 +209,8 @@ class DetectionLoader:
         n = int(size[2]) if len(size) > 2 else int(n)
         if w < 1 or h < 1 or n < 1:
             raise ValueError(f"batch of {n} images at {w} x {h}: all must be >= 1")
-        if self.show_imgs and not getattr(self, "_told_show", False):
-            self._told_show = True
+        if self.show_imgs and not self._told_show_imgs:
+            self._told_show_imgs = True  # upstream prints it for every image
             print(SHOW_IMGS_MESSAGE, flush=True)
         return n, w, h, self._seeds.spawn(1)[0]
 
