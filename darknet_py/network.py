@@ -24,7 +24,8 @@ DETECTION_TYPES = ("yolo", "Gaussian_yolo", "region", "detection")
 
 class Network(nn.Module):
     def __init__(self, sections: list[Section], path: str = "<cfg>", batch: int | None = None,
-                 train: bool = False, width: int | None = None, height: int | None = None):
+                 train: bool = False, width: int | None = None, height: int | None = None,
+                 quiet: bool = False):
         super().__init__()
         _load_all()
         if not sections:
@@ -66,13 +67,14 @@ class Network(nn.Module):
             w, h, c, inputs = layer.next_shape()
         self.layers = nn.ModuleList(built)
         self.sections = sections
+        self.built_for_training = train
         keep = {len(built) - 1}
         for layer in built:
             keep.update(layer.refs)
             if layer.type_name in DETECTION_TYPES:
                 keep.add(layer.index)
         self._keep = keep
-        self.unused_warnings = warn_unused(sections)
+        self.unused_warnings = [] if quiet else warn_unused(sections)
 
     # -- running --------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -146,6 +148,20 @@ class Network(nn.Module):
         if nms:
             dets = apply_nms(dets, classes, nms, kind, beta)
         return dets.to_dicts(thresh, keep_empty=keep_all)
+
+    def resized(self, width: int, height: int) -> "Network":
+        """Upstream's resize_network: the same layers at another input size. The new network
+        shares this one's parameter and buffer objects (and so an optimizer's state)."""
+        new = Network(self.sections, self.path, batch=self.batch, train=self.built_for_training,
+                      width=width, height=height, quiet=True)
+        for a, b in zip(new.layers, self.layers):
+            a._parameters = b._parameters
+            a._buffers = b._buffers
+        new.seen = self.seen
+        new.train_flavor = self.train_flavor
+        new.current_subdivision = self.current_subdivision
+        new.train(self.training)
+        return new
 
     # -- info -----------------------------------------------------------------------
     def summary(self) -> list[dict]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..chart import TrainChart
 from ..network import Network, build_network
 from ..yolo_delta import YoloStats, yolo_delta
 from .lr_policy import current_rate
@@ -75,6 +76,11 @@ class Trainer:
         self.total_bbox = 0
         self.rewritten_bbox = 0
 
+    def resize(self, width: int, height: int) -> None:
+        """upstream's resize_network for random=1: same parameters, another input size."""
+        self.net = self.net.resized(width, height)
+        self.sgd.net = self.net
+
     @property
     def iteration(self) -> int:
         o = self.net.options
@@ -109,11 +115,14 @@ class Trainer:
 def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear: bool = False,
                    dont_show: bool = True, calc_map: bool = False, thresh: float = 0.25, iou_thresh: float = 0.5,
                    show_imgs: bool = False, chart: str | None = None, map_epochs: int = 4, gpus: list[int] | None = None,
-                   out=sys.stdout, err=sys.stderr) -> int:
-    from ..data import loader_from_net, read_list, read_obj_data
+                   workers: int | None = None, seed: int | None = None, out=sys.stdout, err=sys.stderr) -> int:
+    from ..data import loader_from_net, read_list, read_obj_data, sizes_from_net
 
     data = read_obj_data(datacfg)
     paths = read_list(data.train)
+    if calc_map and not Path(data.valid).is_file():
+        raise ValueError(f"There is no {data.valid} file for mAP calculation: don't use -map, or set "
+                         f"valid={data.train} in your {datacfg} file")
     backup = data.backup
     base = basecfg(cfgfile)
     print(base, file=out)
@@ -124,7 +133,6 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
     if clear:
         net.seen = 0
     o = net.options
-    imgs = o.batch * o.subdivisions // o.subdivisions * 1  # images per iteration: mini_batch*subdivisions
     imgs = o.mini_batch * o.subdivisions
     if imgs == 1:
         raise ValueError(f"{cfgfile}: batch=1 cannot train: set batch=64 subdivisions=64 (or similar)")
@@ -136,22 +144,34 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
     print(f"Weights are saved after: {save_every} iterations. Last weights (*_last.weight) are stored every "
           f"{save_last} iterations. ", file=out)
     print(f"Learning Rate: {o.learning_rate:g}, Momentum: {o.momentum:g}, Decay: {o.decay:g}", file=out)
-    det = net.layers[-1]
     for layer in net.layers:
         if layer.type_name in DETECTION_TYPES:
-            det = layer
             print(f" Detection layer: {layer.index} - type = {layer.type_id} ", file=out)
-    loader = loader_from_net(net, paths, data.classes, show_imgs=show_imgs)
     trainer = Trainer(net, device)
+    start_iteration = trainer.iteration
+    loader = loader_from_net(net, paths, data.classes, show_imgs=show_imgs, seed=seed, workers=workers)
+    sizes = sizes_from_net(net, seed=seed, start_iteration=start_iteration)
+    init_w, init_h = o.width, o.height
     Path(backup).mkdir(parents=True, exist_ok=True)
-    avg_loss = -1.0
-    avg_time = -1.0
-    iter_save = iter_save_last = trainer.iteration
+    plot = TrainChart(base, o.max_batches, o.max_chart_loss, chart)
+    bar = _progress(o.max_batches, start_iteration, out)
+    avg_loss, avg_time = -1.0, -1.0
+    iter_save = iter_save_last = iter_map = start_iteration
+    mean_ap, best_map = -1.0, -1.0
+    stream = None
+    last = f"{backup}/{base}_last.weights"
     try:
+        if trainer.iteration < o.max_batches:
+            stream = iter(loader.batches(imgs, sizes))
         while trainer.iteration < o.max_batches:
             t0 = time.time()
-            x, truth = loader.load(imgs, o.width, o.height)
+            x, truth = next(stream)
             load_time = time.time() - t0
+            h, w = int(x.shape[-2]), int(x.shape[-1])
+            if (w, h) != (trainer.net.options.width, trainer.net.options.height):
+                print(f"Resizing, random_coef = {getattr(net.layers[-1], 'random', 1.4) or 1.4:.2f} ", file=out)
+                print(f"\n {w} x {h} ", file=out)
+                trainer.resize(w, h)
             print(f"Loaded: {load_time:f} seconds" +
                   (" - performance bottleneck on CPU or Disk HDD/SSD" if load_time > 0.1 and avg_loss > 0 else ""),
                   file=out)
@@ -162,31 +182,77 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
             avg_loss = avg_loss * 0.9 + loss * 0.1
             it = trainer.iteration
             if not math.isfinite(loss):
-                print(f"\n NaN/inf loss at iteration {it}", file=err)
-            print(f"{it}/{o.max_batches}: loss={loss:0.1f} hours left={avg_time:0.1f}", file=out)
+                print(f"\n Warning: loss is {loss} at iteration {it} (NaN/inf)", file=err)
+            next_map = max(iter_map + max(map_epochs * len(paths) // imgs, 100), o.burn_in)
+            if calc_map:
+                print(f"\n (next mAP calculation at {next_map} iterations) ", file=out)
+                if mean_ap > 0:
+                    print(f"\n Last accuracy mAP@{iou_thresh:0.2f} = {mean_ap * 100:2.2f} %, best = "
+                          f"{best_map * 100:2.2f} % ", file=out)
+            head = f"{it}/{o.max_batches}: loss={loss:0.1f}"
+            head += f" map={mean_ap:0.2f} best={best_map:0.2f}" if mean_ap > 0 else ""
+            print(f"{head} hours left={avg_time:0.1f}", file=out)
             print(f" {it}: {loss:f}, {avg_loss:f} avg loss, {current_rate(o, it):f} rate, "
                   f"{time.time() - t1:f} seconds, {it * imgs} images, {avg_time:f} hours left", file=out, flush=True)
+            if bar is not None:
+                bar.set_postfix_str(f"loss={loss:0.2f} avg={avg_loss:0.2f}")
+                bar.update(1)
+            new_map = None
+            if calc_map and (it >= next_map or it == o.max_batches):
+                iter_map = it
+                mean_ap = _map(trainer.net, data, thresh, iou_thresh, out)
+                new_map = mean_ap
+                print(f"\n mean_average_precision (mAP@{iou_thresh:0.2f}) = {mean_ap:f} ", file=out)
+                if mean_ap >= best_map:
+                    best_map = mean_ap
+                    print("New best mAP!", file=out)
+                    trainer.net.save_weights(f"{backup}/{base}_best.weights")
             remaining = (o.max_batches - it) * (time.time() - t1 + load_time) / 3600
             avg_time = remaining if avg_time < 0 else 0.01 * remaining + 0.99 * avg_time
+            plot.update(it, avg_loss, avg_time, new_map)
             if it >= iter_save + save_every or it % save_every == 0:
                 iter_save = it
-                net.save_weights(f"{backup}/{base}_{it}.weights")
+                trainer.net.save_weights(f"{backup}/{base}_{it}.weights")
             if save_every > save_last and (it >= iter_save_last + save_last or (it % save_last == 0 and it > 1)):
                 iter_save_last = it
-                net.save_weights(f"{backup}/{base}_last.weights")
+                trainer.net.save_weights(last)
     except KeyboardInterrupt:
-        net.save_weights(f"{backup}/{base}_last.weights")
-        print(f"\nInterrupted: saved {backup}/{base}_last.weights", file=err)
+        trainer.net.save_weights(last)
+        print(f"\nInterrupted: saved {last}", file=err)
         return 130
     finally:
-        close = getattr(loader, "close", None)
-        if close:
-            close()
+        if bar is not None:
+            bar.close()
+        loader.close()
     final = f"{backup}/{base}_final.weights"
-    net.save_weights(final)
+    trainer.net.save_weights(final)
+    plot.save()
     print(f"Saving weights to {final}", file=err)
     print("If you want to train from the beginning, then use flag in the end of training command: -clear ", file=out)
     return 0
+
+
+def _map(net: Network, data, thresh: float, iou_thresh: float, out) -> float:
+    """upstream's validate_detector_map on a batch-1 inference copy of the training network."""
+    from ..eval.map import validate_detector_map
+
+    eval_net = Network(net.sections, net.path, batch=1, width=net.options.width, height=net.options.height,
+                       quiet=True)
+    eval_net.load_state_dict(net.state_dict())
+    eval_net.seen = net.seen
+    eval_net.to(net.device).eval().fuse()
+    if eval_net.device.type == "cpu":
+        eval_net.to(memory_format=torch.channels_last)
+    return validate_detector_map(eval_net, data, thresh, iou_thresh, 0, bool(net.options.letter_box), out=out)
+
+
+def _progress(total: int, start: int, out):
+    """A tqdm line on the terminal (stderr) when stdout is one; upstream's lines are printed anyway."""
+    if not (hasattr(out, "isatty") and out.isatty()):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, unit="it", file=sys.stderr, dynamic_ncols=True, leave=False)
 
 
 def _device(gpus) -> torch.device:

@@ -1,0 +1,97 @@
+"""Upstream: draw_train_chart / draw_train_loss (src/image_opencv.cpp).
+
+chart.png and chart_CFG.png: a 1000x1000 canvas, the avg loss as blue dots (y from 0 to
+max_chart_loss), the mAP points in red joined by lines, a status line at the bottom. Saved
+every 100 iterations, at max_batches-1 and on demand, atomically.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .fileio import atomic_write_bytes
+
+FONT = cv2.FONT_HERSHEY_COMPLEX_SMALL
+IMG_SIZE, OFFSET, LINES = 1000, 60, 100
+
+
+def _bgr(r: int, g: int, b: int) -> tuple[int, int, int]:
+    return (b, g, r)
+
+
+class TrainChart:
+    def __init__(self, cfg_base: str, max_batches: int, max_loss: float = 20.0, chart_path: str | None = None,
+                 out_dir: str | os.PathLike = "."):
+        self.names = [Path(out_dir) / "chart.png", Path(out_dir) / f"chart_{cfg_base}.png"]
+        self.max_batches = max(1, max_batches)
+        self.max_loss = max_loss
+        self.draw = IMG_SIZE - OFFSET
+        self.img = None
+        if chart_path and Path(chart_path).is_file():
+            self.img = cv2.imread(str(chart_path))  # upstream's -chart: continue an old chart
+        if self.img is None:
+            self.img = self._grid()
+        self.old_batch = 0
+        self.map_points: list[tuple[int, float]] = []
+
+    def _grid(self) -> np.ndarray:
+        img = np.full((IMG_SIZE, IMG_SIZE, 3), 255, np.uint8)
+        d, n = self.draw, LINES
+        for i in range(1, n + 1):
+            y = int(i * d / n)
+            grey = _bgr(128, 128, 128) if i % 10 == 0 else _bgr(224, 224, 224)
+            cv2.line(img, (OFFSET, y), (IMG_SIZE, y), grey, 1)
+            if i % 10 == 0:
+                cv2.putText(img, f"{self.max_loss * (n - i) / n:2.1f}", (30, y + 3), FONT, 0.7, (0, 0, 0), 1, cv2.LINE_AA)
+        for i in range(0, n + 1):
+            x = int(OFFSET + i * d / n)
+            grey = _bgr(128, 128, 128) if i % 10 == 0 else _bgr(224, 224, 224)
+            cv2.line(img, (x, d), (x, 0), grey, 1)
+            if i % 10 == 0:
+                cv2.putText(img, str(self.max_batches * i // n), (x - 20, d + 15), FONT, 0.7, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(img, "Loss", (10, 60), FONT, 0.7, _bgr(0, 0, 255), 1, cv2.LINE_AA)
+        cv2.putText(img, "Iteration number", (d // 2, IMG_SIZE - 10), FONT, 0.7, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(img, f"in cfg max_batches={self.max_batches}", (d - 195, IMG_SIZE - 10), FONT, 0.7, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+        return img
+
+    def _xy(self, iteration: int, value: float) -> tuple[int, int]:
+        return int(OFFSET + self.draw * iteration / self.max_batches), int(self.draw * (1 - value))
+
+    def update(self, iteration: int, avg_loss: float, hours_left: float, mean_ap: float | None = None,
+               force_save: bool = False) -> bool:
+        """Add one iteration (and an mAP point when given); returns True when the files were written."""
+        img, d = self.img, self.draw
+        if np.isfinite(avg_loss):
+            x, y = self._xy(iteration, avg_loss / self.max_loss)
+            cv2.circle(img, (x, max(y, 1)), 1, _bgr(0, 0, 255), -1)
+        if mean_ap is not None:
+            if not self.map_points:
+                cv2.putText(img, "mAP%", (10, 12), FONT, 0.7, _bgr(255, 0, 0), 1, cv2.LINE_AA)
+            else:
+                it0, p0 = self.map_points[-1]
+                cv2.line(img, self._xy(it0, p0), self._xy(iteration, mean_ap), _bgr(255, 0, 0), 1)
+            text = f"{mean_ap * 100:2.1f}% "
+            cv2.putText(img, text, (10, 28), FONT, 0.7, (255, 255, 255), 5, cv2.LINE_AA)
+            cv2.putText(img, text, (10, 28), FONT, 0.7, _bgr(200, 0, 0), 1, cv2.LINE_AA)
+            x, y = self._xy(iteration, mean_ap)
+            cv2.putText(img, text, (x - 30, y + 15), FONT, 0.7, _bgr(200, 0, 0), 1, cv2.LINE_AA)
+            self.map_points.append((iteration, mean_ap))
+        cv2.rectangle(img, (15, d + 18), (815, d + 38), (255, 255, 255), -1)
+        cv2.putText(img, f"current avg loss = {avg_loss:2.4f}    iteration = {iteration}    approx. time left = "
+                         f"{hours_left:2.2f} hours", (15, d + 33), FONT, 0.7, _bgr(0, 0, 100), 1, cv2.LINE_AA)
+        if force_save or iteration == self.max_batches - 1 or iteration // 100 > self.old_batch // 100 \
+                or mean_ap is not None:
+            self.old_batch = iteration
+            self.save()
+            return True
+        return False
+
+    def save(self) -> None:
+        ok, buf = cv2.imencode(".png", self.img)
+        if ok:
+            for name in self.names:
+                atomic_write_bytes(name, buf.tobytes())
