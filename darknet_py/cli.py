@@ -154,9 +154,14 @@ def train(args) -> int:
                          "[-gpus 0,1] [-chart chart.png] [-mAP_epochs N]")
     weights = pos[2] if len(pos) > 2 and pos[2] else None
     gpus = [int(g) for g in args.gpus.split(",") if g.strip()] if args.gpus else None
-    return train_detector(pos[0], pos[1], weights, clear=args.clear, dont_show=args.dont_show, calc_map=args.map,
-                          thresh=args.thresh, iou_thresh=args.iou_thresh, show_imgs=args.show_imgs, chart=args.chart,
-                          map_epochs=args.mAP_epochs, gpus=gpus)
+    kw = dict(clear=args.clear, dont_show=args.dont_show, calc_map=args.map, thresh=args.thresh,
+              iou_thresh=args.iou_thresh, show_imgs=args.show_imgs, chart=args.chart, map_epochs=args.mAP_epochs)
+    # --- several processes (train/distributed.py): -gpus with several ids, or under torchrun ---
+    from .train import distributed
+    if distributed.requested(gpus):
+        return distributed.train(pos[0], pos[1], weights, gpus=gpus, argv=getattr(args, "argv", None), **kw)
+    # --- end ---
+    return train_detector(pos[0], pos[1], weights, gpus=gpus, **kw)
 
 
 def detection_json(dets, names, frame_id, filename) -> str:
@@ -216,6 +221,12 @@ def _eval_call(fn, args) -> int:
         return 1
 
 
+def _eval_device(args):
+    from .eval.common import eval_device
+
+    return eval_device(args.nogpu, args.gpus)
+
+
 def _need(args, n: int, usage: str) -> list:
     if len(args.positional) < n:
         raise UsageError(usage)
@@ -229,8 +240,10 @@ def map_cmd(args) -> int:
         pos = _need(args, 2, "usage: darknet.py detector map DATA CFG WEIGHTS [-points 0|11|101] [-iou_thresh T] "
                              "[-thresh T] [-letter_box]")
         weights = pos[2] if len(pos) > 2 and pos[2] else None
+        # upstream's run_detector passes -letter_box to `detector map`, but validate_detector_map
+        # replaces it with the cfg's letter_box: the flag changes nothing there, nor here
         map_from_files(pos[0], pos[1], weights, thresh=args.thresh, iou_thresh=args.iou_thresh, points=args.points,
-                       letter_box=args.letter_box)
+                       letter_box=False, device=_eval_device(args))
         return 0
     return _eval_call(run, args)
 
@@ -241,7 +254,7 @@ def valid_cmd(args) -> int:
 
         pos = _need(args, 2, "usage: darknet.py detector valid DATA CFG WEIGHTS [-out NAME]")
         weights = pos[2] if len(pos) > 2 and pos[2] else None
-        validate_detector(pos[0], pos[1], weights, outfile=args.out)
+        validate_detector(pos[0], pos[1], weights, outfile=args.out, device=_eval_device(args))
         return 0
     return _eval_call(run, args)
 
@@ -252,7 +265,7 @@ def recall_cmd(args) -> int:
 
         pos = _need(args, 2, "usage: darknet.py detector recall DATA CFG WEIGHTS")
         weights = pos[2] if len(pos) > 2 and pos[2] else None
-        validate_detector_recall(pos[0], pos[1], weights)
+        validate_detector_recall(pos[0], pos[1], weights, device=_eval_device(args))
         return 0
     return _eval_call(run, args)
 
@@ -289,7 +302,8 @@ def demo_cmd(args) -> int:
         demo(pos[1], weights, names, classes, video, thresh=args.thresh, cam_index=args.c, frame_skip=args.s,
              prefix=args.prefix, out_filename=args.out_filename, dont_show=args.dont_show or args.benchmark,
              ext_output=args.ext_output, letter_box=args.letter_box, time_limit_sec=args.time_limit_sec,
-             json_file_output=args.json_file_output, dontdraw_bbox=args.dontdraw_bbox, benchmark=args.benchmark)
+             json_file_output=args.json_file_output, dontdraw_bbox=args.dontdraw_bbox, benchmark=args.benchmark,
+             device=_eval_device(args))
         return 0
     return _eval_call(run, args)
 
@@ -301,6 +315,7 @@ def detector(argv) -> int:
         raise UsageError("usage: darknet.py detector [train/test/valid/demo/map] [data] [cfg] [weights (optional)]")
     sub, rest = argv[0], argv[1:]
     args, unknown = detector_parser().parse_known_intermixed_args(rest)
+    args.argv = list(argv)  # the command line again, for train's processes (train/distributed.py)
     if unknown:
         args.positional += [u for u in unknown if not u.startswith("-")]
         bad = [u for u in unknown if u.startswith("-")]
@@ -322,7 +337,7 @@ def detector(argv) -> int:
     if sub == "demo":
         return demo_cmd(args)
     # --- end of evaluation commands ---
-    raise UsageError(f"detector {sub}: not available in this version of darknet_py (available: test, train)")
+    raise UsageError(f"detector {sub}: not available in this version of darknet_py (available: test, train, map, valid, recall, calc_anchors, demo)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -262,9 +262,10 @@ def _report(col: _Collector, names, classes, thresh, iou_thresh, points, out, er
 
 
 def map_from_files(datacfg: str, cfgfile: str, weightfile: str | None, thresh: float = 0.25,
-                   iou_thresh: float = 0.5, points: int = 0, letter_box: bool = False, out=None) -> float:
+                   iou_thresh: float = 0.5, points: int = 0, letter_box: bool = False, out=None,
+                   device=None) -> float:
     """`detector map DATA CFG WEIGHTS`: load the network, then validate_detector_map."""
     from .common import load_eval_network
 
-    net = load_eval_network(cfgfile, weightfile)
+    net = load_eval_network(cfgfile, weightfile, device)
     return validate_detector_map(net, datacfg, thresh, iou_thresh, points, letter_box, out, cfg_path=cfgfile)

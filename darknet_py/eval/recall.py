@@ -32,12 +32,13 @@ def _pct(v: float) -> str:
     return f"{v:.2f}"
 
 
-def validate_detector_recall(datacfg, cfgfile: str, weightfile: str | None, err=None, net=None, out=None) -> dict:
+def validate_detector_recall(datacfg, cfgfile: str, weightfile: str | None, err=None, net=None, out=None,
+                             device=None) -> dict:
     """Prints upstream's running recall lines (stderr by default, as upstream) and
     returns the totals {"correct", "total", "proposals", "avg_iou", "recall"}."""
     err = err or sys.stderr
     if net is None:
-        net = load_eval_network(cfgfile, weightfile)
+        net = load_eval_network(cfgfile, weightfile, device)
     d = load_data(datacfg)
     valid_images = data_str(d, "valid", "data/train.txt")
     paths = read_valid_list(valid_images, "valid")

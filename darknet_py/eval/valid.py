@@ -92,7 +92,7 @@ def kitti_text(dets, classes: int, w: int, h: int) -> str:
 
 
 def validate_detector(datacfg, cfgfile: str, weightfile: str | None, outfile: str | None = None,
-                      out=None, err=None, net=None, batch: int | None = None) -> dict:
+                      out=None, err=None, net=None, batch: int | None = None, device=None) -> dict:
     """`detector valid DATA CFG WEIGHTS [-out NAME]`. Returns {"files": [written paths],
     "coco_stats": [12 floats] when a COCO annotation file was scored}."""
     out = out or sys.stdout
@@ -104,7 +104,7 @@ def validate_detector(datacfg, cfgfile: str, weightfile: str | None, outfile: st
     if d.has("map"):
         raise EvalError(f"{d.path}: 'map=' (a class index remapping file) is not supported by detector valid")
     if net is None:
-        net = load_eval_network(cfgfile, weightfile)
+        net = load_eval_network(cfgfile, weightfile, device)
     o = net.options
     print(f"Learning Rate: {float(F32(o.learning_rate)):g}, Momentum: {float(F32(o.momentum)):g}, "
           f"Decay: {float(F32(o.decay)):g}", file=err)

@@ -21,6 +21,8 @@ import torch
 
 from ..chart import TrainChart
 from ..network import Network, build_network
+from ..gaussian_delta import gaussian_yolo_delta
+from ..region_delta import region_delta
 from ..yolo_delta import YoloStats, yolo_delta
 from .lr_policy import current_rate
 
@@ -47,9 +49,14 @@ def forward_backward(net: Network, x: torch.Tensor, truth: torch.Tensor, err=sys
     result = MiniBatchResult(0.0)
     costs = []
     for layer in net.layers:
-        if layer.type_name != "yolo":
+        if layer.type_name == "yolo":
+            delta, stats = yolo_delta(layer, outputs[layer.index], truth, netw, neth)
+        elif layer.type_name == "region":  # its delta is already w.r.t. the region input
+            delta, stats = region_delta(layer, outputs[layer.index], truth, net.seen)
+        elif layer.type_name == "Gaussian_yolo":
+            delta, stats = gaussian_yolo_delta(layer, outputs[layer.index], truth, netw, neth)
+        else:
             continue
-        delta, stats = yolo_delta(layer, outputs[layer.index], truth, netw, neth)
         result.stats[layer.index] = stats
         costs.append(stats.cost)
         print(stats.line(layer, x.shape[0]), file=err)
@@ -73,6 +80,7 @@ class Trainer:
         self.device = torch.device(device)
         self.ngpus = ngpus
         self.sgd = UpstreamSGD(net)
+        self.dist = None  # distributed.Dist when several processes train together
         self.total_bbox = 0
         self.rewritten_bbox = 0
 
@@ -107,15 +115,22 @@ class Trainer:
                 print(f" total_bbox = {self.total_bbox}, rewritten_bbox = "
                       f"{100 * self.rewritten_bbox / self.total_bbox:f} % ", file=err)
             total += res.cost
+        if self.dist is not None:  # several processes: the mean gradient (train/distributed.py)
+            self.dist.all_reduce_gradients(net)
         rate = current_rate(o, self.iteration) * self.ngpus
         self.sgd.step(rate, self.iteration)
+        if self.dist is not None:  # counter += processes, mean rolling statistics and loss
+            return self.dist.after_step(self, total / (n * mb), n * mb)
         return total / (n * mb)
 
 
 def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear: bool = False,
                    dont_show: bool = True, calc_map: bool = False, thresh: float = 0.25, iou_thresh: float = 0.5,
                    show_imgs: bool = False, chart: str | None = None, map_epochs: int = 4, gpus: list[int] | None = None,
-                   workers: int | None = None, seed: int | None = None, out=sys.stdout, err=sys.stderr) -> int:
+                   workers: int | None = None, seed: int | None = None, out=sys.stdout, err=sys.stderr,
+                   dist=None) -> int:
+    """`dist`: a distributed.Dist when this is one of several processes (rank 0 alone prints
+    and writes files; see darknet_py/train/distributed.py)."""
     from ..data import loader_from_net, read_list, read_obj_data, sizes_from_net
 
     data = read_obj_data(datacfg)
@@ -132,6 +147,11 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
         net.load_weights(weightfile)
     if clear:
         net.seen = 0
+    # --- several processes (train/distributed.py): rank 0's state, learning_rate *= processes ---
+    if dist is not None:
+        dist.prepare(net)
+    main_rank, world = (True, 1) if dist is None else (dist.is_main, dist.world_size)
+    # --- end ---
     o = net.options
     imgs = o.mini_batch * o.subdivisions
     if imgs == 1:
@@ -148,18 +168,27 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
         if layer.type_name in DETECTION_TYPES:
             print(f" Detection layer: {layer.index} - type = {layer.type_id} ", file=out)
     trainer = Trainer(net, device)
+    trainer.dist = dist
     start_iteration = trainer.iteration
-    loader = loader_from_net(net, paths, data.classes, show_imgs=show_imgs, seed=seed, workers=workers)
-    sizes = sizes_from_net(net, seed=seed, start_iteration=start_iteration)
+    data_seed, sizes_seed = (seed, seed) if dist is None else dist.seeds(seed)
+    loader = loader_from_net(net, paths, data.classes, show_imgs=show_imgs, seed=data_seed, workers=workers)
+    sizes = sizes_from_net(net, seed=sizes_seed, start_iteration=start_iteration)
+    if dist is not None:
+        sizes = dist.strided(sizes)
     init_w, init_h = o.width, o.height
     Path(backup).mkdir(parents=True, exist_ok=True)
-    plot = TrainChart(base, o.max_batches, o.max_chart_loss, chart)
+    plot = TrainChart(base, o.max_batches, o.max_chart_loss, chart) if main_rank else _NoChart()
     bar = _progress(o.max_batches, start_iteration, out)
     avg_loss, avg_time = -1.0, -1.0
     iter_save = iter_save_last = iter_map = start_iteration
     mean_ap, best_map = -1.0, -1.0
     stream = None
     last = f"{backup}/{base}_last.weights"
+
+    def save(path):  # only rank 0 writes files
+        if main_rank:
+            trainer.net.save_weights(path)
+
     try:
         if trainer.iteration < o.max_batches:
             stream = iter(loader.batches(imgs, sizes))
@@ -183,7 +212,7 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
             it = trainer.iteration
             if not math.isfinite(loss):
                 print(f"\n Warning: loss is {loss} at iteration {it} (NaN/inf)", file=err)
-            next_map = max(iter_map + max(map_epochs * len(paths) // imgs, 100), o.burn_in)
+            next_map = max(iter_map + max(map_epochs * len(paths) // (imgs * world), 100), o.burn_in)
             if calc_map:
                 print(f"\n (next mAP calculation at {next_map} iterations) ", file=out)
                 if mean_ap > 0:
@@ -193,7 +222,8 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
             head += f" map={mean_ap:0.2f} best={best_map:0.2f}" if mean_ap > 0 else ""
             print(f"{head} hours left={avg_time:0.1f}", file=out)
             print(f" {it}: {loss:f}, {avg_loss:f} avg loss, {current_rate(o, it):f} rate, "
-                  f"{time.time() - t1:f} seconds, {it * imgs} images, {avg_time:f} hours left", file=out, flush=True)
+                  f"{time.time() - t1:f} seconds, {it * imgs * world} images, {avg_time:f} hours left", file=out,
+                  flush=True)
             if bar is not None:
                 bar.set_postfix_str(f"loss={loss:0.2f} avg={avg_loss:0.2f}")
                 bar.update(1)
@@ -206,18 +236,18 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
                 if mean_ap >= best_map:
                     best_map = mean_ap
                     print("New best mAP!", file=out)
-                    trainer.net.save_weights(f"{backup}/{base}_best.weights")
-            remaining = (o.max_batches - it) * (time.time() - t1 + load_time) / 3600
+                    save(f"{backup}/{base}_best.weights")
+            remaining = ((o.max_batches - it) // world) * (time.time() - t1 + load_time) / 3600
             avg_time = remaining if avg_time < 0 else 0.01 * remaining + 0.99 * avg_time
             plot.update(it, avg_loss, avg_time, new_map)
             if it >= iter_save + save_every or it % save_every == 0:
                 iter_save = it
-                trainer.net.save_weights(f"{backup}/{base}_{it}.weights")
+                save(f"{backup}/{base}_{it}.weights")
             if save_every > save_last and (it >= iter_save_last + save_last or (it % save_last == 0 and it > 1)):
                 iter_save_last = it
-                trainer.net.save_weights(last)
+                save(last)
     except KeyboardInterrupt:
-        trainer.net.save_weights(last)
+        save(last)
         print(f"\nInterrupted: saved {last}", file=err)
         return 130
     finally:
@@ -225,11 +255,21 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
             bar.close()
         loader.close()
     final = f"{backup}/{base}_final.weights"
-    trainer.net.save_weights(final)
+    save(final)
     plot.save()
     print(f"Saving weights to {final}", file=err)
     print("If you want to train from the beginning, then use flag in the end of training command: -clear ", file=out)
     return 0
+
+
+class _NoChart:
+    """The chart of a process other than rank 0: nothing drawn, nothing written."""
+
+    def update(self, *args, **kwargs) -> None:
+        pass
+
+    def save(self, *args, **kwargs) -> None:
+        pass
 
 
 def _map(net: Network, data, thresh: float, iou_thresh: float, out) -> float:
