@@ -149,6 +149,17 @@ class Network(nn.Module):
             dets = apply_nms(dets, classes, nms, kind, beta)
         return dets.to_dicts(thresh, keep_empty=keep_all)
 
+    def initialize(self, seed: int | None = None) -> "Network":
+        """Upstream's random initialisation of a fresh network (make_*_layer): what every
+        layer holds before a weights file (possibly a partial one) is loaded over it."""
+        gen = torch.Generator()
+        gen.manual_seed(seed if seed is not None else torch.seed())
+        for layer in self.layers:
+            init = getattr(layer, "initialize", None)
+            if init is not None:
+                init(gen)
+        return self
+
     def resized(self, width: int, height: int) -> "Network":
         """Upstream's resize_network: the same layers at another input size. The new network
         shares this one's parameter and buffer objects (and so an optimizer's state)."""

@@ -447,7 +447,8 @@ def test_map_file_renames_truth_classes(bdd, tmp_path):
     g = np.random.default_rng(3)
     out = L(torch.from_numpy(g.standard_normal((2, L.out_c, L.out_h, L.out_w)).astype(np.float32)))
     truth = torch.from_numpy(random_truth(g, 2, L.max_boxes, L.classes - 1, 5))
-    shifted = torch.cat([truth[..., :4], (truth[..., 4:5] + 1) % L.classes, truth[..., 5:]], -1)
+    cls = truth[..., 4:5]  # rows with classes the cfg lacks stay as they are
+    shifted = torch.cat([truth[..., :4], torch.where(cls < L.classes - 1, cls + 1, cls), truth[..., 5:]], -1)
     saved = (L.truth_thresh, L.objectness_smooth)
     L.truth_thresh, L.objectness_smooth = 0.3, 1  # so the per-cell pass takes truth classes too
     try:

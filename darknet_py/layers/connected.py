@@ -52,6 +52,13 @@ class Connected(Layer):
             self.register_buffer("rolling_variance", torch.ones(out))
         warn_unsupported(self, self.activation)
 
+    def initialize(self, gen: torch.Generator) -> None:
+        """upstream's make_connected_layer: weights sqrt(2/inputs)*U(-1, 1), biases 0."""
+        with torch.no_grad():
+            u = torch.rand(self.weights.shape, generator=gen) * 2 - 1
+            self.weights.copy_(u * (2.0 / self.inputs) ** 0.5)
+            self.biases.zero_()
+
     def weight_arrays(self):
         arrays = [self.biases, self.weights]
         if self.bn:

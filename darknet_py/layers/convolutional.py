@@ -113,10 +113,16 @@ class Convolutional(Layer):
         if self.share_layer is None:
             self.weights = nn.Parameter(torch.zeros(shape))
             self.biases = nn.Parameter(torch.zeros(self.n))
-        if bn:
+        if bn and self.share_layer is not None and self.share_layer.bn:
+            # upstream's share_index also shares the batch-norm scales and rolling statistics
+            self.scales = self.share_layer.scales
+            self.register_buffer("rolling_mean", self.share_layer.rolling_mean)
+            self.register_buffer("rolling_variance", self.share_layer.rolling_variance)
+        elif bn:
             self.scales = nn.Parameter(torch.ones(self.n))
             self.register_buffer("rolling_mean", torch.zeros(self.n))
-            self.register_buffer("rolling_variance", torch.ones(self.n))
+            # upstream allocates the rolling variance with calloc: 0 until trained or loaded
+            self.register_buffer("rolling_variance", torch.zeros(self.n))
         self.blur = None
         if self.antialiasing:
             self.blur = _make_blur(self.n, self.antialiasing, blur_stride, out_w, out_h)
@@ -129,6 +135,22 @@ class Convolutional(Layer):
         return w, h, self.n, w * h * self.n
 
     # -- parameters -----------------------------------------------------------------
+    def initialize(self, gen: torch.Generator) -> None:
+        """upstream's make_convolutional_layer: weights scale*U(-1, 1), scale = sqrt(2/fan_in)
+        (all ones for the normalize_channels activations); biases 0, BN scales 1."""
+        if self.share_layer is not None:
+            return
+        with torch.no_grad():
+            if self.activation.startswith("normalize_channels"):
+                self.weights.fill_(1.0)
+            else:
+                fan_in = self.size * self.size * self.c / self.groups
+                u = torch.rand(self.weights.shape, generator=gen) * 2 - 1
+                self.weights.copy_(u * (2.0 / fan_in) ** 0.5)
+            self.biases.zero_()
+            if self.bn:
+                self.scales.fill_(1.0)
+
     def conv_weight(self) -> torch.Tensor:
         return self.share_layer.weights if self.share_layer is not None else self.weights
 

@@ -49,7 +49,9 @@ What upstream does with n GPUs, and what is kept:
 - batch-norm rolling statistics: upstream keeps them per GPU and saves GPU 0's; here they are
   averaged over the processes after every step, so every process holds the same state.
 - upstream's multi-GPU training exists only in its GPU build, so every process uses the GPU
-  build's backward (Network.train_flavor = "cudnn") even on the CPU.
+  build's backward (Network.train_flavor = "cudnn") even on the CPU, unless -train_flavor says
+  otherwise (with "cpu", the CPU build's stale route/upsample deltas stay per process: the
+  weights are still the same everywhere, but no longer those of one process with batch n*B).
 - initial weights are broadcast from rank 0; random resizing (random=1) picks the same sizes
   on every process (a seed shared by all); data augmentation differs per process.
 
@@ -112,6 +114,10 @@ def requested(gpus) -> bool:
 
 @dataclass
 class Dist:
+    """This process's place in the group and the collectives the training loop calls
+    (train_detector: prepare, seeds, strided; Trainer.train_batch: all_reduce_gradients,
+    after_step)."""
+
     rank: int
     world_size: int
     local_rank: int
@@ -128,7 +134,8 @@ class Dist:
     # -- setup --------------------------------------------------------------------
     def prepare(self, net) -> None:
         """After the weights are loaded: rank 0's state everywhere, learning_rate *= processes
-        (in the [net] section too, which resized copies are built from), the GPU-build backward."""
+        (in the [net] section too, which resized copies are built from), the GPU build's backward
+        unless a flavor was chosen."""
         net.to(self.device)
         tensors = [p.data for p in net.parameters()] + [b for b in net.buffers()]
         seen = torch.tensor([net.seen], dtype=torch.int64, device=self.device)
@@ -137,7 +144,8 @@ class Dist:
         lr = float(np.float32(net.options.learning_rate) * np.float32(self.world_size))
         net.options.learning_rate = lr
         _set_option(net.sections[0], "learning_rate", repr(lr))
-        net.train_flavor = "cudnn"
+        if net.train_flavor is None:  # not chosen (-train_flavor): upstream's multi-GPU build
+            net.train_flavor = "cudnn"
 
     def seeds(self, seed):
         """(data seed, sizes seed): each process its own data stream, the same resizing."""
@@ -307,6 +315,14 @@ def train(datacfg: str, cfgfile: str, weightfile: str | None, *, gpus: list[int]
         return run_rank(datacfg, cfgfile, weightfile, gpus=gpus, **kw)
     if argv is None:
         raise ValueError("distributed.train: the detector command line (argv) is needed to start the processes")
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        bad = [g for g in gpus if not 0 <= g < count]
+        if bad or len(set(gpus)) != len(gpus):
+            from ..cli import UsageError
+
+            raise UsageError(f"-gpus {','.join(map(str, gpus))}: this machine has {count} CUDA device(s) "
+                             f"(ids 0..{count - 1}), each id may appear once")
     return launch(["detector", *argv], len(gpus))
 
 

@@ -62,12 +62,20 @@ def forward_backward(net: Network, x: torch.Tensor, truth: torch.Tensor, err=sys
         print(stats.line(layer, x.shape[0]), file=err)
         inp = inputs[layer.index]
         if inp.requires_grad:
+            if _flavor(net, x) != "cpu" and getattr(layer, "delta_normalizer", 1.0) != 1.0:
+                # upstream's GPU backward_yolo_layer_gpu scales the delta by delta_normalizer (its
+                # loss_scale factor is applied in sgd.py); the CPU build does not
+                delta = delta * layer.delta_normalizer
             term = -(delta.to(inp.dtype) * inp.reshape(delta.shape)).sum()
             surrogate = term if surrogate is None else surrogate + term
     if surrogate is not None:
         surrogate.backward()
     result.cost = sum(costs) / len(costs) if costs else 0.0
     return result
+
+
+def _flavor(net: Network, x: torch.Tensor) -> str:
+    return net.train_flavor or ("cpu" if x.device.type == "cpu" else "cudnn")
 
 
 class Trainer:
@@ -128,7 +136,7 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
                    dont_show: bool = True, calc_map: bool = False, thresh: float = 0.25, iou_thresh: float = 0.5,
                    show_imgs: bool = False, chart: str | None = None, map_epochs: int = 4, gpus: list[int] | None = None,
                    workers: int | None = None, seed: int | None = None, out=sys.stdout, err=sys.stderr,
-                   dist=None) -> int:
+                   dist=None, flavor: str | None = None) -> int:
     """`dist`: a distributed.Dist when this is one of several processes (rank 0 alone prints
     and writes files; see darknet_py/train/distributed.py)."""
     from ..data import loader_from_net, read_list, read_obj_data, sizes_from_net
@@ -143,6 +151,8 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
     print(base, file=out)
     device = _device(gpus)
     net = build_network(cfgfile, train=True)
+    net.initialize(seed)  # as upstream: random layers first, then whatever the weights file holds
+    net.train_flavor = flavor  # None: upstream's CPU build on the CPU, its CUDA build on a GPU
     if weightfile:
         net.load_weights(weightfile)
     if clear:

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from darknet_py.network import build_network
 
@@ -64,8 +63,7 @@ def worker(rank, world, port, folder, images):
     for step in range(%(steps)d):
         x, t = data[f"x{step}"], data[f"t{step}"]
         b = x.shape[0] // world
-        with contextlib.redirect_stderr(io.StringIO()):
-            loss = trainer.train_batch(x[rank * b:(rank + 1) * b], t[rank * b:(rank + 1) * b])
+        loss = trainer.train_batch(x[rank * b:(rank + 1) * b], t[rank * b:(rank + 1) * b], err=io.StringIO())
         sums = dist.gather_checksums(trainer.net)
         record["checksums_equal"].append(all(torch.equal(sums[0], s) for s in sums[1:]))
         record["loss"].append(loss)
@@ -135,7 +133,7 @@ def _four_images(d):
 
 def _single(d, batches):
     """The equivalent single process (batch 4, subdivisions 2, learning_rate 0.02, GPU-build
-    backward): its parameters after each step."""
+    backward): its parameters after each step, its seen, its losses."""
     from darknet_py.train.loop import Trainer
 
     with _cwd(d):
@@ -143,12 +141,11 @@ def _single(d, batches):
         net.load_weights("init.weights", verbose=False)
     net.train_flavor = "cudnn"
     trainer = Trainer(net)
-    out = []
+    out, losses = [], []
     for x, t in batches:
-        with contextlib.redirect_stderr(io.StringIO()):
-            trainer.train_batch(x, t)
+        losses.append(trainer.train_batch(x, t, err=io.StringIO()))
         out.append([p.detach().numpy().copy() for p in trainer.net.parameters()])
-    return out, trainer.net.seen
+    return out, trainer.net.seen, losses
 
 
 def _assert_close(ours, ref, init, what):
@@ -177,8 +174,9 @@ def test_two_processes_equal_one_with_twice_the_batch(tmp_path):
     dist = np.load(d / "dist_params.npz")
 
     single_dir = _copy(tmp_path, "single", batch=4, subdivisions=2, learning_rate=0.02)
-    ref, seen = _single(single_dir, batches)
+    ref, seen, losses = _single(single_dir, batches)
     assert seen == 4 * STEPS
+    assert record["loss"] == pytest.approx(losses, rel=1e-5)  # the mean of the processes' losses
     with _cwd(d):
         init_net = build_network(f"{CASE}.cfg", train=True)
         init_net.load_weights("init.weights", verbose=False)
@@ -213,7 +211,7 @@ def test_cli_gpus_two_cpu_processes(tmp_path):
 
     single_dir = _copy(tmp_path, "single", batch=4, subdivisions=2, learning_rate=0.02)
     x, t = _dog(single_dir, 4)
-    ref, _ = _single(single_dir, [(x, t)] * 2)
+    ref, _, _ = _single(single_dir, [(x, t)] * 2)
     ours = build_network(d / f"{CASE}.cfg", batch=1)
     ours.load_weights(final, verbose=False)
     with _cwd(d):
