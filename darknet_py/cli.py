@@ -53,6 +53,7 @@ def detector_parser() -> argparse.ArgumentParser:
     p.add_argument("-gpus")
     # darknet_py's own: which upstream build's training arithmetic to follow (see README)
     p.add_argument("-train_flavor", choices=("cpu", "cudnn"))
+    p.add_argument("-seed", type=int)  # darknet_py's own: reproducible initialisation and augmentation
     p.add_argument("-i", type=int, default=0)
     p.add_argument("-nogpu", action="store_true")
     p.add_argument("positional", nargs="*")
@@ -158,7 +159,7 @@ def train(args) -> int:
     gpus = [int(g) for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     kw = dict(clear=args.clear, dont_show=args.dont_show, calc_map=args.map, thresh=args.thresh,
               iou_thresh=args.iou_thresh, show_imgs=args.show_imgs, chart=args.chart, map_epochs=args.mAP_epochs,
-              flavor=args.train_flavor)
+              flavor=args.train_flavor, seed=args.seed)
     # --- several processes (train/distributed.py): -gpus with several ids, or under torchrun ---
     from .train import distributed
     if distributed.requested(gpus):

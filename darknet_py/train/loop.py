@@ -293,7 +293,7 @@ def _map(net: Network, data, thresh: float, iou_thresh: float, out) -> float:
     eval_net.to(net.device).eval().fuse()
     if eval_net.device.type == "cpu":
         eval_net.to(memory_format=torch.channels_last)
-    return validate_detector_map(eval_net, data, thresh, iou_thresh, 0, bool(net.options.letter_box), out=out)
+    return validate_detector_map(eval_net, data.path, thresh, iou_thresh, 0, bool(net.options.letter_box), out=out)
 
 
 def _progress(total: int, start: int, out):

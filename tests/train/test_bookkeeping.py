@@ -69,3 +69,21 @@ def test_clear_restarts_from_zero(case):
     lines = [l for l in r.stdout.splitlines() if l.startswith(" 1: ") or l.startswith(" 3: ")]
     assert len(lines) == 2
     assert header(case / "backup" / f"{CASE}_final.weights")[3] == 6
+
+
+def test_map_during_training_writes_best_and_chart(case):
+    # max_batches reached -> upstream computes mAP on the valid list, writes _best.weights and the chart
+    r = train(case, "init.weights", "-map")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "mean average precision (mAP@0.50)" in r.stdout
+    assert "mean_average_precision (mAP@0.50) = " in r.stdout
+    assert (case / "backup" / f"{CASE}_best.weights").stat().st_size == (case / "init.weights").stat().st_size
+    assert (case / "chart.png").stat().st_size > 1000 and (case / f"chart_{CASE}.png").exists()
+
+
+def test_bad_cfg_stops_with_file_line_key(case):
+    cfg = case / f"{CASE}.cfg"
+    cfg.write_text(cfg.read_text().replace("filters=24", "filters=twenty", 1))
+    r = train(case, "init.weights")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"{CASE}.cfg:" in r.stderr and "key 'filters'" in r.stderr
