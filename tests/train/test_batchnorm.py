@@ -181,6 +181,7 @@ def test_conv_layer_uses_training_bn_only_when_built_for_training(bn):
         net = Network(parse_cfg_text(CFG.format(bn=bn), "t.cfg"), "t.cfg", batch=2, train=train)
         conv = net.layers[0]
         torch.nn.init.normal_(conv.weights, generator=torch.Generator().manual_seed(1))
+        conv.rolling_variance.fill_(1.0)  # a fresh layer's is 0, as upstream's calloc
         net.train()
         y = net(x)[0]
         pre = F.conv2d(x, conv.weights, None, 1, 1)
