@@ -205,11 +205,6 @@ class Convolutional(Layer):
         if self._fused is not None and not self.training:
             y = F.conv2d(x, self._fused[0], self._fused[1], (self.stride_y, self.stride_x),
                          self.pad * self.dilation, self.dilation, self.groups)
-            if (y.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last)
-                    and not y.is_contiguous(memory_format=torch.channels_last)):
-                # oneDNN returns 1x1 convolutions in NCHW; the next pooling/concat is much
-                # faster in NHWC, so stay there
-                y = y.contiguous(memory_format=torch.channels_last)
         else:
             w = self.conv_weight()
             if self.xnor or self.binary:
