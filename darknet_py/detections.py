@@ -491,14 +491,13 @@ def _greedy(order: np.ndarray, ov: _Overlaps) -> np.ndarray:
     return suppressed
 
 
-def _front_order(objectness: np.ndarray) -> np.ndarray:
-    """Indices of the boxes with objectness != 0 in the order upstream's NMS sees them:
-    it walks the array and swaps every box with objectness == 0 with the last
-    not-yet-moved one, then works on the front part only."""
+def zero_objectness_swap(objectness: np.ndarray) -> tuple[np.ndarray, int]:
+    """upstream's NMS preamble: walk the array, swapping every box with objectness == 0 with the
+    last not-yet-moved one. Returns the resulting order and how many boxes stay in front."""
     zero = objectness == 0
-    if not zero.any():
-        return np.arange(objectness.size)
     order = list(range(objectness.size))
+    if not zero.any():
+        return np.asarray(order, dtype=np.int64), objectness.size
     i, k = 0, objectness.size - 1
     while i <= k:
         if zero[order[i]]:
@@ -506,7 +505,13 @@ def _front_order(objectness: np.ndarray) -> np.ndarray:
             k -= 1
         else:
             i += 1
-    return np.asarray(order[:k + 1], dtype=np.int64)
+    return np.asarray(order, dtype=np.int64), k + 1
+
+
+def _front_order(objectness: np.ndarray) -> np.ndarray:
+    """Indices of the boxes with objectness != 0 in the order upstream's NMS sees them."""
+    order, front = zero_objectness_swap(objectness)
+    return order[:front]
 
 
 def _tolerant_sort(perm: np.ndarray, p: np.ndarray, tol: float = 1e-6) -> np.ndarray:

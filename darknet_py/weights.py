@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import struct
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .fileio import atomic_writer
 
 
 class WeightsError(OSError):
@@ -121,17 +122,8 @@ def save_weights(net, path: str | os.PathLike, cutoff: int | None = None) -> Non
     """Write upstream's layout atomically: temporary file in the same folder, then rename."""
     path = Path(path)
     layers = net.layers if cutoff is None else net.layers[:cutoff]
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent) or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<iiiQ", 0, 2, 5, int(net.seen)))
-            for layer in layers:
-                for t in layer.weight_arrays():
-                    f.write(t.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_writer(path) as f:
+        f.write(struct.pack("<iiiQ", 0, 2, 5, int(net.seen)))
+        for layer in layers:
+            for t in layer.weight_arrays():
+                f.write(t.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes())

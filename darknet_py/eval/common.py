@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cfg import CfgError, Section, read_data_cfg
-from ..detections import Detections, _front_order, _tolerant_sort, apply_nms
+from ..detections import Detections, _front_order, _tolerant_sort, apply_nms, zero_objectness_swap
 
 F32 = np.float32
 DETECTION_LAYER_TYPES = ("yolo", "Gaussian_yolo", "region")
@@ -340,18 +340,8 @@ def upstream_order(dets: Detections, classes: int) -> np.ndarray:
 
 
 def _back_order(objectness: np.ndarray) -> np.ndarray:
-    zero = objectness == 0
-    if not zero.any():
-        return np.zeros(0, np.int64)
-    order = list(range(objectness.size))
-    i, k = 0, objectness.size - 1
-    while i <= k:
-        if zero[order[i]]:
-            order[i], order[k] = order[k], order[i]
-            k -= 1
-        else:
-            i += 1
-    return np.asarray(order[k + 1:], dtype=np.int64)
+    order, front = zero_objectness_swap(objectness)
+    return order[front:]
 
 
 def nms_in_upstream_order(dets: Detections, classes: int, thresh: float, kind: str, beta: float) -> Detections:
