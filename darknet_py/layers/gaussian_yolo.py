@@ -14,7 +14,7 @@ import torch
 from . import register
 from .base import BuildContext, Layer
 from .region import parse_region_anchors
-from .yolo import IOU_LOSSES
+from .yolo import read_head, read_training_keys
 
 NMS_KINDS = ("default", "greedynms", "diounms", "cornersnms")
 YOLO_POINTS = ("center", "left_top", "right_bottom")
@@ -28,50 +28,13 @@ class GaussianYolo(Layer):
     def __init__(self, ctx: BuildContext):
         super().__init__(ctx)
         s = ctx.section
-        self.classes = s.int("classes", 20)
-        self.max_boxes = s.int("max", 200)
-        self.total = s.int("num", 1)
-        if self.classes < 0 or self.total < 1:
-            raise s.error("num", "num must be >= 1 and classes >= 0")
-        self.mask = s.ints("mask") if s.has("mask") else list(range(self.total))
-        for m in self.mask:
-            if not 0 <= m < self.total:
-                raise s.error("mask", f"mask value {m} is outside 0..num-1 (num={self.total})")
-        self.n = len(self.mask)
-        c = self.n * (self.classes + 9)
-        self.set_output(ctx.w, ctx.h, c)
-        self.c = c
-        if self.outputs != ctx.inputs:
-            raise s.error("classes", f"the layer before has {ctx.c} filters but [Gaussian_yolo] with {self.n} masks "
-                                     f"and {self.classes} classes needs {self.n}*({self.classes}+9) = {c} "
-                                     f"(input {ctx.w}x{ctx.h}x{ctx.c})")
-        self.inputs = self.outputs
-        self.max_delta = s.float("max_delta", 3.4028234663852886e38)
-        self.counters_per_class = s.ints("counters_per_class") if s.has("counters_per_class") else None
-        if self.counters_per_class is not None and len(self.counters_per_class) != self.classes:
-            raise s.error("counters_per_class", f"has {len(self.counters_per_class)} values but classes={self.classes}")
-        self.label_smooth_eps = s.float("label_smooth_eps", 0.0)
-        self.scale_x_y = s.float("scale_x_y", 1.0)
-        self.objectness_smooth = s.int("objectness_smooth", 0)
+        read_head(self, ctx, 9, mask_below_num=True)
+        read_training_keys(self, s)
         self.uc_normalizer = s.float("uc_normalizer", 1.0)
-        self.iou_normalizer = s.float("iou_normalizer", 0.75)
-        self.obj_normalizer = s.float("obj_normalizer", 1.0)
-        self.cls_normalizer = s.float("cls_normalizer", 1.0)
-        self.delta_normalizer = s.float("delta_normalizer", 1.0)
-        loss = s.str("iou_loss", "mse")
-        self.iou_loss = loss if loss in IOU_LOSSES else "iou"  # upstream: any other name is IOU
-        self.iou_thresh_kind = s.choice("iou_thresh_kind", ("iou", "giou", "diou", "ciou"), "iou")
-        self.beta_nms = s.float("beta_nms", 0.6)
         kind = s.str("nms_kind", "default")
         self.nms_kind = kind if kind in NMS_KINDS else "default"
         point = s.str("yolo_point", "center")
         self.yolo_point = point if point in YOLO_POINTS else "center"
-        self.jitter = s.float("jitter", 0.2)
-        self.resize = s.float("resize", 1.0)
-        self.ignore_thresh = s.float("ignore_thresh", 0.5)
-        self.truth_thresh = s.float("truth_thresh", 1.0)
-        self.iou_thresh = s.float("iou_thresh", 1.0)
-        self.random = s.float("random", 0.0)
         self.map = s.str("map", None)
         self.anchors = parse_region_anchors(s, self.total, 0.5, allow_extra=False)  # upstream's l.biases, default .5
 

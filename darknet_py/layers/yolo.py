@@ -44,6 +44,61 @@ def parse_anchors(s, total: int, mask: list[int]) -> list[float]:
     return biases
 
 
+FLT_MAX = 3.4028234663852886e38
+
+
+def read_head(layer: Layer, ctx: BuildContext, per_anchor: int, mask_below_num: bool) -> None:
+    """classes, num, mask, max and the output shape: A*(per_anchor + classes) channels that
+    must equal what the layer before outputs. Shared by [yolo] and [Gaussian_yolo]."""
+    s = ctx.section
+    layer.classes = s.int("classes", 20)
+    layer.total = s.int("num", 1)
+    if layer.classes < 0 or layer.total < 1:
+        raise s.error("num", "num must be >= 1 and classes >= 0")
+    layer.mask = s.ints("mask") if s.has("mask") else list(range(layer.total))
+    for m in layer.mask:
+        if m < 0:
+            raise s.error("mask", f"mask value {m} is negative")
+        if mask_below_num and m >= layer.total:
+            raise s.error("mask", f"mask value {m} is outside 0..num-1 (num={layer.total})")
+    layer.n = len(layer.mask)
+    layer.max_boxes = s.int("max", 200)
+    c = layer.n * (layer.classes + per_anchor)
+    layer.set_output(ctx.w, ctx.h, c)
+    layer.c = c
+    if layer.outputs != ctx.inputs:
+        raise s.error("classes", f"the layer before has {ctx.c} filters but [{s.name}] with {layer.n} masks and "
+                                 f"{layer.classes} classes needs {layer.n}*({layer.classes}+{per_anchor}) = {c} "
+                                 f"(input {ctx.w}x{ctx.h}x{ctx.c})")
+    layer.inputs = layer.outputs
+
+
+def read_training_keys(layer: Layer, s) -> None:
+    """The loss keys [yolo] and [Gaussian_yolo] share, with upstream's defaults."""
+    layer.max_delta = s.float("max_delta", FLT_MAX)
+    layer.counters_per_class = s.ints("counters_per_class") if s.has("counters_per_class") else None
+    if layer.counters_per_class is not None and len(layer.counters_per_class) != layer.classes:
+        raise s.error("counters_per_class", f"has {len(layer.counters_per_class)} values but classes={layer.classes}")
+    layer.label_smooth_eps = s.float("label_smooth_eps", 0.0)
+    layer.scale_x_y = s.float("scale_x_y", 1.0)
+    layer.objectness_smooth = s.int("objectness_smooth", 0)
+    layer.iou_normalizer = s.float("iou_normalizer", 0.75)
+    layer.obj_normalizer = s.float("obj_normalizer", 1.0)
+    layer.cls_normalizer = s.float("cls_normalizer", 1.0)
+    layer.delta_normalizer = s.float("delta_normalizer", 1.0)
+    # upstream maps any unknown iou_loss name to IOU
+    loss = s.str("iou_loss", "mse")
+    layer.iou_loss = loss if loss in IOU_LOSSES else "iou"
+    layer.iou_thresh_kind = s.choice("iou_thresh_kind", ("iou", "giou", "diou", "ciou"), "iou")
+    layer.beta_nms = s.float("beta_nms", 0.6)
+    layer.jitter = s.float("jitter", 0.2)
+    layer.resize = s.float("resize", 1.0)
+    layer.ignore_thresh = s.float("ignore_thresh", 0.5)
+    layer.truth_thresh = s.float("truth_thresh", 1.0)
+    layer.iou_thresh = s.float("iou_thresh", 1.0)
+    layer.random = s.float("random", 0.0)
+
+
 @register("yolo")
 class Yolo(Layer):
     type_name = "yolo"
@@ -52,52 +107,14 @@ class Yolo(Layer):
     def __init__(self, ctx: BuildContext):
         super().__init__(ctx)
         s = ctx.section
-        self.classes = s.int("classes", 20)
-        self.total = s.int("num", 1)
-        if self.classes < 0 or self.total < 1:
-            raise s.error("num", "num must be >= 1 and classes >= 0")
-        self.mask = s.ints("mask") if s.has("mask") else list(range(self.total))
-        for m in self.mask:
-            if m < 0:
-                raise s.error("mask", f"mask value {m} is negative")
-        self.n = len(self.mask)
-        self.max_boxes = s.int("max", 200)
-        c = self.n * (self.classes + 5)
-        self.set_output(ctx.w, ctx.h, c)
-        self.c = c
-        if self.outputs != ctx.inputs:
-            raise s.error("classes", f"the layer before has {ctx.c} filters but [yolo] with {self.n} masks and "
-                                     f"{self.classes} classes needs {self.n}*({self.classes}+5) = {c} "
-                                     f"(input {ctx.w}x{ctx.h}x{ctx.c})")
-        self.inputs = self.outputs
+        read_head(self, ctx, 5, mask_below_num=False)
         self.show_details = s.int("show_details", 1)
-        self.max_delta = s.float("max_delta", 3.4028234663852886e38)
-        self.counters_per_class = s.ints("counters_per_class") if s.has("counters_per_class") else None
-        if self.counters_per_class is not None and len(self.counters_per_class) != self.classes:
-            raise s.error("counters_per_class", f"has {len(self.counters_per_class)} values but classes={self.classes}")
-        self.label_smooth_eps = s.float("label_smooth_eps", 0.0)
-        self.scale_x_y = s.float("scale_x_y", 1.0)
-        self.objectness_smooth = s.int("objectness_smooth", 0)
+        read_training_keys(self, s)
         self.new_coords = s.int("new_coords", 0)
-        self.iou_normalizer = s.float("iou_normalizer", 0.75)
-        self.obj_normalizer = s.float("obj_normalizer", 1.0)
-        self.cls_normalizer = s.float("cls_normalizer", 1.0)
-        self.delta_normalizer = s.float("delta_normalizer", 1.0)
-        # upstream maps any unknown iou_loss name to IOU
-        loss = s.str("iou_loss", "mse")
-        self.iou_loss = loss if loss in IOU_LOSSES else "iou"
-        self.iou_thresh_kind = s.choice("iou_thresh_kind", ("iou", "giou", "diou", "ciou"), "iou")
-        self.beta_nms = s.float("beta_nms", 0.6)
         kind = s.str("nms_kind", "default")
         # upstream's parse_yolo knows greedynms and diounms; anything else is the default NMS
         self.nms_kind = kind if kind in ("greedynms", "diounms") else "default"
-        self.jitter = s.float("jitter", 0.2)
-        self.resize = s.float("resize", 1.0)
         self.focal_loss = s.int("focal_loss", 0)
-        self.ignore_thresh = s.float("ignore_thresh", 0.5)
-        self.truth_thresh = s.float("truth_thresh", 1.0)
-        self.iou_thresh = s.float("iou_thresh", 1.0)
-        self.random = s.float("random", 0.0)
         self.track_history_size = s.int("track_history_size", 5)
         self.sim_thresh = s.float("sim_thresh", 0.8)
         self.dets_for_track = s.int("dets_for_track", 1)
