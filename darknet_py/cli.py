@@ -61,31 +61,15 @@ def detector_parser() -> argparse.ArgumentParser:
 
 
 def read_names(data_path: str) -> tuple[list[str], str]:
-    data = read_data_cfg(data_path)
-    names_path = data.str("names", "") or data.str("labels", "data/names.list")
-    try:
-        names = [l.rstrip("\r\n") for l in Path(names_path).read_text(encoding="utf-8", errors="replace").splitlines()]
-    except OSError as e:
-        raise CfgError(data_path, data.find("names").line if data.find("names") else None, "names",
-                       f"cannot read names file '{names_path}': {e.strerror or e}") from None
-    while names and names[-1] == "":
-        names.pop()
-    return names, names_path
+    """The names file a data file points to (upstream's get_labels_custom)."""
+    from .eval.common import read_names_file
 
-
-def detection_layer(net):
-    """The last yolo / Gaussian_yolo / region layer, as upstream's test_detector picks it."""
-    det = net.layers[-1]
-    for layer in net.layers:
-        if layer.type_name in ("yolo", "Gaussian_yolo", "region"):
-            det = layer
-            print(f" Detection layer: {layer.index} - type = {layer.type_id} ")
-    return det
+    return read_names_file(read_data_cfg(data_path))
 
 
 def test_detector(args) -> int:
     from . import image as imagelib
-    from .network import load_network
+    from .network import announce_detection_layers, load_network
 
     pos = args.positional
     if len(pos) < 2:
@@ -124,7 +108,7 @@ def test_detector(args) -> int:
                 continue
             c, h, w = im.shape
             sized = (imagelib.letterbox_image if letter else imagelib.resize_image)(im, net.options.width, net.options.height)
-            det_layer = detection_layer(net)
+            announce_detection_layers(net)
             t0 = time.perf_counter()
             dets = net.detect(sized, thresh=args.thresh, nms=0.45, hier_thresh=args.hier, im_w=w, im_h=h, letter=letter,
                               keep_all=True)

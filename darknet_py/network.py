@@ -19,7 +19,22 @@ from .layers import LAYERS, BuildContext, _load_all
 from .options import NetOptions
 from . import weights as _weights
 
-DETECTION_TYPES = ("yolo", "Gaussian_yolo", "region", "detection")
+# upstream's "Detection layer" set: what train_detector / test_detector take the last of
+DETECTION_LAYER_TYPES = ("yolo", "Gaussian_yolo", "region")
+# layers whose output get_network_boxes reads
+DETECTION_TYPES = DETECTION_LAYER_TYPES + ("detection",)
+
+
+def announce_detection_layers(net, out=None):
+    """Upstream's " Detection layer: N - type = T" lines; returns the last such layer (or the
+    network's last layer when there is none, as upstream)."""
+    out = out or sys.stdout
+    det = net.layers[-1]
+    for layer in net.layers:
+        if layer.type_name in DETECTION_LAYER_TYPES:
+            det = layer
+            print(f" Detection layer: {layer.index} - type = {layer.type_id} ", file=out)
+    return det
 
 
 class Network(nn.Module):

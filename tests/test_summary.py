@@ -1,5 +1,5 @@
 """Every cfg's layer table against upstream's (tests/data/summary/NAME.json, made by upstream's
-parser from cfg/NAME.cfg at the cfg's own size; see the parity README in ../shared).
+parser from cfg/NAME.cfg at the cfg's own size; see the parity fixtures' README, copied data in tests/data/summary).
 
 For each layer: type, LAYER_TYPE id, input and output shapes, filters, size, stride,
 groups, batch_normalize, activation id, nweights, inputs, the floats it writes into a

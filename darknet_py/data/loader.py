@@ -15,12 +15,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+# train_detector uses the last layer of these types for jitter, resize, max_boxes, classes
+from ..network import DETECTION_LAYER_TYPES
+
 from .crand import CRandom, F32
 from .detection import SHOW_IMGS_MESSAGE, AugmentOptions, ImageSource, load_batch, normalize
 from .labels import Issue
 
-# train_detector uses the last layer of these types for jitter, resize, max_boxes, classes.
-DETECTION_LAYER_TYPES = ("yolo", "Gaussian_yolo", "region")
 # How many batches each worker keeps ready (torch's prefetch_factor).
 DEFAULT_PREFETCH = 2
 # Upstream's multi-scale: a new size every 10 iterations, x or / 1.4 by default.

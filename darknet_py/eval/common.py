@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from ..cfg import CfgError, Section, read_data_cfg
+from ..network import DETECTION_LAYER_TYPES, announce_detection_layers  # noqa: F401 (re-exported)
 from ..detections import Detections, _front_order, _tolerant_sort, apply_nms, zero_objectness_swap
 
 F32 = np.float32
-DETECTION_LAYER_TYPES = ("yolo", "Gaussian_yolo", "region")
 
 
 class EvalError(ValueError):
@@ -142,17 +142,6 @@ def read_truth(image_path: str, classes: int, missing_ok: bool = True, out=None)
 # ------------------------------------------------------------------------------ network
 def detection_layers(net) -> list:
     return [layer for layer in net.layers if layer.type_name in DETECTION_LAYER_TYPES]
-
-
-def announce_detection_layers(net, out=None) -> object:
-    """Upstream's " Detection layer: N - type = T" lines; returns the last such layer
-    (or the last layer of the network when there is none, as upstream)."""
-    out = out or sys.stdout
-    det = net.layers[-1]
-    for layer in detection_layers(net):
-        det = layer
-        print(f" Detection layer: {layer.index} - type = {layer.type_id} ", file=out)
-    return det
 
 
 def network_classes(net) -> int:

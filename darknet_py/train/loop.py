@@ -20,13 +20,12 @@ import numpy as np
 import torch
 
 from ..chart import TrainChart
-from ..network import Network, build_network
+from ..network import Network, announce_detection_layers, build_network
 from ..gaussian_delta import gaussian_yolo_delta
 from ..region_delta import region_delta
 from ..yolo_delta import YoloStats, yolo_delta
 from .lr_policy import current_rate
 
-DETECTION_TYPES = ("yolo", "Gaussian_yolo", "region")
 
 
 def basecfg(cfgfile: str) -> str:
@@ -174,9 +173,7 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
     print(f"Weights are saved after: {save_every} iterations. Last weights (*_last.weight) are stored every "
           f"{save_last} iterations. ", file=out)
     print(f"Learning Rate: {o.learning_rate:g}, Momentum: {o.momentum:g}, Decay: {o.decay:g}", file=out)
-    for layer in net.layers:
-        if layer.type_name in DETECTION_TYPES:
-            print(f" Detection layer: {layer.index} - type = {layer.type_id} ", file=out)
+    announce_detection_layers(net, out)
     trainer = Trainer(net, device)
     trainer.dist = dist
     start_iteration = trainer.iteration
