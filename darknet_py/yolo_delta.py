@@ -178,7 +178,6 @@ def _class_delta(layer, out_c, cur, cls, mult):
     onehot[idx, cls] = 1
     y_true = onehot * (1 - eps) + 0.5 * eps if eps else onehot
     has = cur[idx, cls] != 0
-    new = cur.clone()
     # cell already holds this class's delta (an earlier truth): only that class is rewritten
     rd = y_true[idx, cls] - out_c[idx, cls]
     one_cls = torch.where(torch.isfinite(rd), rd, cur[idx, cls])
@@ -275,7 +274,7 @@ def yolo_delta(layer, out: torch.Tensor, truth: torch.Tensor, netw: int, neth: i
     cells = _Cells(out, delta)
     cell_index = torch.arange(n_img * a * h * w, device=dev).view(n_img, a, h, w)
 
-    def geometry(flat_cells, anchor_n, truth_rows):
+    def geometry(flat_cells, anchor_n):
         b = flat_cells // (a * h * w)
         rem = flat_cells % (h * w)
         j, i = rem // w, rem % w
@@ -293,7 +292,7 @@ def yolo_delta(layer, out: torch.Tensor, truth: torch.Tensor, netw: int, neth: i
 
     def apply(flat_cells, anchor_n, truth_rows, cls, truth_thresh_stage, smooth_iou=None):
         """Apply one round of assignments (distinct cells)."""
-        g = geometry(flat_cells, anchor_n, truth_rows)
+        g = geometry(flat_cells, anchor_n)
         cm = mult[cls] if mult is not None else torch.ones_like(truth_rows[:, 0])
         cur_box = cells.delta[flat_cells, :4]
         stats.rewritten_bbox += int((cur_box != 0).any(1).sum().item())
@@ -313,7 +312,6 @@ def yolo_delta(layer, out: torch.Tensor, truth: torch.Tensor, netw: int, neth: i
         cells.delta[flat_cells, 5:] = _class_delta(layer, cells.out[flat_cells, 5:], cells.delta[flat_cells, 5:],
                                                    cls, mult)
         if truth_thresh_stage and layer.objectness_smooth:
-            idx = torch.arange(flat_cells.numel(), device=dev)
             cells.delta[flat_cells, 5 + cls] = cm * (iou_mult - cells.out[flat_cells, 5 + cls])
         if not truth_thresh_stage:
             ious = box_iou(g["box"], truth_rows[:, :4])
@@ -376,14 +374,16 @@ def yolo_delta(layer, out: torch.Tensor, truth: torch.Tensor, netw: int, neth: i
             key = (bb * (t_all + 1) + t_idx[m_idx]) * (total + 2) + order_in_truth
             order = torch.argsort(key)
             fc, an, m_idx = fc[order], an[order], m_idx[order]
-            # rank of each assignment among those of the same cell
-            _, inverse = torch.unique(fc, return_inverse=True)
-            rank = torch.zeros_like(fc)
-            seen_count = torch.zeros(int(inverse.max().item()) + 1, dtype=torch.long, device=dev)
-            if fc.numel() != int(seen_count.numel()):
-                for q in range(fc.numel()):  # only when cells collide: count per cell in order
-                    rank[q] = seen_count[inverse[q]]
-                    seen_count[inverse[q]] += 1
+            # rank of each assignment among those of the same cell, in upstream's order:
+            # a stable sort by cell keeps that order inside each cell's run
+            by_cell = torch.argsort(fc, stable=True)
+            sorted_fc = fc[by_cell]
+            pos = torch.arange(fc.numel(), device=dev)
+            run_start = torch.cummax(torch.where(torch.cat([sorted_fc.new_ones(1, dtype=torch.bool),
+                                                            sorted_fc[1:] != sorted_fc[:-1]]), pos,
+                                                 torch.zeros_like(pos)), 0).values
+            rank = torch.empty_like(fc)
+            rank[by_cell] = pos - run_start
             for r in range(int(rank.max().item()) + 1):
                 s = rank == r
                 apply(fc[s], an[s], rows[m_idx[s]], cls[m_idx[s]], False)

@@ -38,3 +38,34 @@ def test_yolo_delta_matches_upstream_step1(case, index, cost):
     err = np.abs(delta.numpy() - ref)
     assert err.max() <= 1e-4 * max(1.0, np.abs(ref).max()), (err.max(), np.unravel_index(err.argmax(), err.shape))
     assert stats.cost == pytest.approx(cost, rel=1e-4)
+
+
+def test_truths_on_one_cell_apply_in_order():
+    """Two truths with the same box (classes 0 and 1) land on the same cell and anchor: as
+    upstream's sequential loop, box deltas add up, both classes become targets (the second
+    truth finds its class delta already written and rewrites only that one), the second
+    write counts as rewritten."""
+    d = TRAIN / CASES[0]
+    step = json.loads((d / "step1" / "step.json").read_text())
+    net = build_network(d / f"{CASES[0]}.cfg", batch=1, train=True)
+    layer = net.layers[step["cost"][0]["layer"]]
+    torch.manual_seed(0)
+    out = torch.rand(1, layer.out_c, layer.out_h, layer.out_w)
+    box = [0.45, 0.48, 0.5, 0.5]
+    one = torch.zeros(1, 3, 6)
+    one[0, 0, :5] = torch.tensor(box + [0.0])
+    two = one.clone()
+    two[0, 1, :5] = torch.tensor(box + [1.0])
+    d1, s1 = yolo_delta(layer, out, one, net.options.width, net.options.height)
+    d2, s2 = yolo_delta(layer, out, two, net.options.width, net.options.height)
+    k = 5 + layer.classes
+    d1 = d1.view(layer.n, k, layer.out_h, layer.out_w)
+    d2 = d2.view(layer.n, k, layer.out_h, layer.out_w)
+    o = out.view(layer.n, k, layer.out_h, layer.out_w)
+    cell = (d1[:, :4] != 0).any(1).nonzero()
+    assert cell.shape[0] == 1  # one anchor and cell took the truth
+    a, j, i = cell[0].tolist()
+    torch.testing.assert_close(d2[a, :4, j, i], 2 * d1[a, :4, j, i])
+    torch.testing.assert_close(d2[a, 5:7, j, i], 1 - o[a, 5:7, j, i])
+    torch.testing.assert_close(d2[a, 7:, j, i], -o[a, 7:, j, i])
+    assert (s1.count, s2.count) == (1, 2) and (s1.rewritten_bbox, s2.rewritten_bbox) == (0, 1)
