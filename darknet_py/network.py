@@ -212,8 +212,9 @@ class Network(nn.Module):
 
     @property
     def iteration(self) -> int:
+        """upstream's get_current_batch: images seen / images per iteration."""
         o = self.options
-        return self.seen // (o.batch * o.time_steps) if o.batch else 0
+        return self.seen // (o.mini_batch * o.subdivisions) if o.mini_batch else 0
 
 
 def _override(section: Section, key: str, value: int) -> None:

@@ -98,8 +98,7 @@ class Trainer:
 
     @property
     def iteration(self) -> int:
-        o = self.net.options
-        return self.net.seen // (o.mini_batch * o.subdivisions)
+        return self.net.iteration
 
     def train_batch(self, x: np.ndarray, truth: np.ndarray, err=sys.stderr) -> float:
         """upstream train_network: the iteration's mini-batches, then the update. Returns the loss."""
@@ -110,8 +109,9 @@ class Trainer:
         total = 0.0
         self.sgd.zero_grad()
         for i in range(n):
-            xs = torch.from_numpy(np.ascontiguousarray(x[i * mb:(i + 1) * mb])).to(self.device)
-            ts = torch.from_numpy(np.ascontiguousarray(truth[i * mb:(i + 1) * mb])).to(self.device)
+            # the loader hands tensors (numpy arrays work too): no copy on the CPU
+            xs = torch.as_tensor(x[i * mb:(i + 1) * mb]).to(self.device)
+            ts = torch.as_tensor(truth[i * mb:(i + 1) * mb]).to(self.device)
             net.seen += mb
             net.current_subdivision = i
             res = forward_backward(net, xs, ts, err)
