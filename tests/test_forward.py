@@ -37,21 +37,59 @@ def read_dets(path):
     return out
 
 
+def _size_close(got, want, tol):
+    # w and h are exp(t) * anchor: the README's 1e-3 on layer outputs (t) is a 1e-3 on
+    # log(w), log(h). Random-weight cases give boxes as large as h = 1.7e8 (t ~ 19), where
+    # float32 rounding alone (upstream's own output is 8e-5 from a float64 forward) moves
+    # h by ~1e-4 of itself, far above 1e-3 absolute.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.abs(np.log(got) - np.log(want)) <= tol
+    return (np.abs(got - want) <= tol) | ((got > 0) & (want > 0) & logs)
+
+
 def match_dets(got, expected, tol=1e-3):
-    """Match as sets: every expected box has a distinct got box with equal values."""
+    """Match as sets: every expected box has a distinct got box with equal values
+    (the first free one in got's order)."""
     assert len(got) == len(expected), f"{len(got)} boxes, upstream kept {len(expected)}"
-    free = list(range(len(got)))
-    for box, obj, probs in expected:
-        for j in free:
-            g = got[j]
-            gb = [g["x"], g["y"], g["w"], g["h"]]
-            if (np.allclose(gb, box, atol=tol, rtol=1e-4) and abs(g["objectness"] - obj) < tol
-                    and set(g["probs"]) == set(probs)
-                    and all(abs(g["probs"][k] - v) < tol for k, v in probs.items())):
-                free.remove(j)
+    boxes = np.array([[g["x"], g["y"], g["w"], g["h"]] for g in got], dtype=np.float64).reshape(-1, 4)
+    obj = np.array([g["objectness"] for g in got], dtype=np.float64)
+    free = np.ones(len(got), dtype=bool)
+    for box, o, probs in expected:
+        box = np.asarray(box, dtype=np.float64)
+        near = (free & (np.abs(boxes[:, :2] - box[:2]) <= tol).all(1)
+                & _size_close(boxes[:, 2:], box[2:], tol).all(1) & (np.abs(obj - o) < tol))
+        for j in np.flatnonzero(near):
+            g = got[j]["probs"]
+            if set(g) == set(probs) and all(abs(g[k] - v) < tol for k, v in probs.items()):
+                free[j] = False
                 break
         else:
-            raise AssertionError(f"upstream box {box} obj {obj} {probs} not found")
+            raise AssertionError(f"upstream box {box.tolist()} obj {o} {probs} not found")
+
+
+# Random-weight cases whose upstream detections hang on float32 rounding: with 1500 boxes
+# near thresh=0.25, a class prob 1e-7 above the threshold (upstream prints 0.2500001) and two
+# boxes' probs 9e-7 apart decide the kept set. Two plain-PyTorch float32 forwards of the same
+# network (folded and unfolded batch norm) already disagree with each other on it, while a
+# float64 forward gives upstream's set exactly (checked below for every case). yolov3-spp is
+# as close (its set holds with folded batch norm and not with unfolded) and passes here.
+ROUNDING_EDGE = {"yolov4-csp-s-mish"}
+
+
+def _exact_detections(net, x, meta):
+    """detect() on a float64 forward of the same network: the decisions exact arithmetic makes."""
+    from darknet_py.detections import apply_nms, network_boxes
+    import torch
+    for layer in net.layers:
+        if hasattr(layer, "unfuse"):
+            layer.unfuse()
+    net.double()
+    with torch.inference_mode():
+        outs = net(torch.from_numpy(x).double()[None])
+    raw = {i: outs[i][0].contiguous().reshape(-1).numpy() for i in net.output_indices()}
+    size = meta["size"]
+    dets, kind, beta, classes = network_boxes(net, raw, meta["thresh"], 0.5, size, size, False)
+    return apply_nms(dets, classes, meta["nms"], kind, beta).to_dicts(meta["thresh"])
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -67,6 +105,17 @@ def test_forward_matches_upstream(name, tmp_path_factory, make_weights):
         assert out[idx].shape == ref.shape
         err = float(np.abs(out[idx] - ref).max())
         assert err < 1e-3, f"layer {idx}: max abs error {err}"
-    if (d / "dets.txt").exists():
-        dets = net.detect(x, thresh=meta["thresh"], nms=meta["nms"])
-        match_dets(dets, read_dets(d / "dets.txt"))
+    if not (d / "dets.txt").exists():
+        return
+    expected = read_dets(d / "dets.txt")
+    dets = net.detect(x, thresh=meta["thresh"], nms=meta["nms"])
+    try:
+        match_dets(dets, expected)
+        float32_error = None
+    except AssertionError as e:
+        float32_error = e
+    match_dets(_exact_detections(net, x, meta), expected)
+    if float32_error is not None:
+        if name in ROUNDING_EDGE:
+            pytest.xfail(f"float32 rounding decides this case's kept set: {float32_error}")
+        raise float32_error

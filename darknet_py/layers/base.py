@@ -120,4 +120,6 @@ class Layer(nn.Module):
 
     def as_image(self, x: torch.Tensor) -> torch.Tensor:
         """View a batch as this layer's declared input image (N, c, h, w)."""
+        if x.dim() == 4 and x.shape[1:] == (self.c, self.h, self.w):
+            return x  # reshape would restride a batch of 1 and lose its channels_last memory format
         return x.reshape(x.shape[0], self.c, self.h, self.w)

@@ -14,6 +14,7 @@ from torch import nn
 from ..activations import ACTIVATION_IDS, activate, activation_from
 from . import register
 from .base import BuildContext, Layer, check_size
+from .onednn import PackedConv
 
 BN_EPS = 0.00001
 
@@ -127,6 +128,7 @@ class Convolutional(Layer):
         if self.antialiasing:
             self.blur = _make_blur(self.n, self.antialiasing, blur_stride, out_w, out_h)
         self._fused: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._packed: PackedConv | None = None
 
     def next_shape(self):
         if self.blur is None:
@@ -194,14 +196,30 @@ class Convolutional(Layer):
         # channels_last weights keep oneDNN's convolutions (and what follows) in NHWC on the CPU
         fmt = torch.channels_last if w.device.type == "cpu" else torch.contiguous_format
         self._fused = (w.contiguous(memory_format=fmt), b.contiguous())
+        self._packed = None
+        if self.blur is None and self._torch_output_hw() == (self.out_h, self.out_w):
+            self._packed = PackedConv.build(
+                w, b, stride=(self.stride_y, self.stride_x), padding=(self.pad * self.dilation,) * 2,
+                dilation=(self.dilation,) * 2, groups=self.groups,
+                input_shape=(1, self.c, self.h, self.w), activation=self.activation)
 
     def unfuse(self) -> None:
         self._fused = None
+        self._packed = None
+
+    def _torch_output_hw(self) -> tuple[int, int]:
+        # torch's output size counts the dilation, upstream's does not (see _crop_to)
+        span = self.dilation * (self.size - 1) + 1
+        return ((self.h + 2 * self.pad * self.dilation - span) // self.stride_y + 1,
+                (self.w + 2 * self.pad * self.dilation - span) // self.stride_x + 1)
 
     def forward(self, x: torch.Tensor, outputs=None) -> torch.Tensor:
         x = self.as_image(x)
         if self.xnor:
             x = torch.where(x > 0, 1.0, -1.0).to(x.dtype)  # upstream's binarize_cpu of the input
+        if self._packed is not None and not self.training:
+            y = self._packed(x)
+            return y if self._packed.fused_activation else activate(y, self.activation)
         if self._fused is not None and not self.training:
             y = F.conv2d(x, self._fused[0], self._fused[1], (self.stride_y, self.stride_x),
                          self.pad * self.dilation, self.dilation, self.groups)

@@ -5,6 +5,7 @@ cell the sum of its |stride| x |stride| block times `scale`.
 """
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 
 from . import register
@@ -37,6 +38,11 @@ class Upsample(Layer):
         if self.reverse:
             x = x[:, :, : self.out_h * st, : self.out_w * st]
             y = F.avg_pool2d(x, st, st) * (st * st)
+        elif x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            # the same repetition on the NHWC view keeps the memory format of the convolutions
+            n, c, h, w = x.shape
+            y = x.permute(0, 2, 3, 1)[:, :, None, :, None, :].expand(n, h, st, w, st, c)
+            y = y.reshape(n, h * st, w * st, c).permute(0, 3, 1, 2)
         else:
             n, c, h, w = x.shape
             y = x[:, :, :, None, :, None].expand(n, c, h, st, w, st).reshape(n, c, h * st, w * st)
