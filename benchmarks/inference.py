@@ -5,7 +5,10 @@
 
 Each (cfg, batch) runs in a fresh process so that peak RSS is per case. Weights are random
 (speed does not depend on values). Compares with bare PyTorch convolutions of the same network
-(channels_last, BN folded) to show the per-layer overhead.
+(F.conv2d + leaky, channels_last, BN folded) to show the per-layer overhead, and reports the
+arithmetic rate reached (upstream's BFLOPs per image x images/s) beside what one large
+float32 matrix product reaches on this machine (`sgemm_gflops`: the practical ceiling of
+direct convolution; the images/s it would allow is `sgemm_bound_images_per_s`).
 """
 from __future__ import annotations
 
@@ -63,9 +66,25 @@ def run_case(cfg: str, size: int, batch: int, seconds: float, threads: int) -> d
             m += 1
         bt = time.perf_counter() - t1
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    bflops = sum(l.bflops for l in net.layers)
+    ips = n * batch / dt
+    sgemm = sgemm_gflops(seconds)
     return {"cfg": cfg, "size": size, "batch": batch, "threads": threads,
-            "images_per_s": round(n * batch / dt, 2), "ms_per_batch": round(1000 * dt / n, 1),
-            "bare_conv_images_per_s": round(m * batch / bt, 2), "peak_rss_mb": round(rss, 1)}
+            "images_per_s": round(ips, 2), "ms_per_batch": round(1000 * dt / n, 1),
+            "bare_conv_images_per_s": round(m * batch / bt, 2), "peak_rss_mb": round(rss, 1),
+            "bflops_per_image": round(bflops, 3), "gflops": round(ips * bflops, 1),
+            "sgemm_gflops": round(sgemm, 1), "sgemm_bound_images_per_s": round(sgemm / bflops, 2)}
+
+
+def sgemm_gflops(seconds: float, n: int = 2048) -> float:
+    import torch
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    torch.mm(a, b)
+    k, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < min(seconds, 3.0) or k < 2:
+        torch.mm(a, b)
+        k += 1
+    return 2 * n ** 3 * k / (time.perf_counter() - t0) / 1e9
 
 
 def main() -> None:
