@@ -86,3 +86,18 @@ def test_network_keeps_channels_last():
     for i, name, out in seen:
         if name in ("convolutional", "maxpool") or (name == "none" and out.dim() == 4):
             assert out.is_contiguous(memory_format=torch.channels_last), f"layer {i} ({name}) output is not channels_last"
+
+
+def test_fused_network_copies_and_pickles():
+    import copy
+    import io
+    net = darknet_py.load_network(Path(__file__).resolve().parent.parent / "cfg" / "yolov4-tiny.cfg")
+    x = np.random.default_rng(1).random((3, 416, 416), dtype=np.float32)
+    want = net.predict_raw(x)
+    buf = io.BytesIO()
+    torch.save(net, buf)
+    buf.seek(0)
+    for other in (copy.deepcopy(net), torch.load(buf, weights_only=False)):
+        got = other.predict_raw(x)
+        for i in want:
+            np.testing.assert_array_equal(got[i], want[i])

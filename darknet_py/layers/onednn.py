@@ -36,14 +36,23 @@ def available() -> bool:
 class PackedConv:
     """conv2d(x, weight, bias) followed by `activation` when that is a oneDNN post-op
     (`self.fused_activation` says whether it was). Input and output are NCHW tensors in
-    channels_last memory."""
+    channels_last memory. Copies and pickles carry the plain weight and pack it again."""
 
-    def __init__(self, packed: torch.Tensor, bias: torch.Tensor, stride: tuple[int, int],
-                 padding: tuple[int, int], dilation: tuple[int, int], groups: int, post_op):
-        self.packed, self.bias = packed, bias
-        self.stride, self.padding, self.dilation, self.groups = list(stride), list(padding), list(dilation), groups
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, stride: tuple[int, int],
+                 padding: tuple[int, int], dilation: tuple[int, int], groups: int,
+                 input_shape: tuple[int, int, int, int], activation: str):
+        self.weight, self.bias = weight.contiguous(), bias.contiguous()
+        self.stride, self.padding, self.dilation = list(stride), list(padding), list(dilation)
+        self.groups, self.input_shape, self.activation = groups, tuple(input_shape), activation
+        post_op = POST_OPS.get(activation)
         self.attr, self.scalars = post_op if post_op is not None else POST_OPS["linear"]
         self.fused_activation = post_op is not None
+        self.packed = torch.ops.mkldnn._reorder_convolution_weight(
+            self.weight, self.padding, self.stride, self.dilation, groups, list(self.input_shape))
+
+    def __reduce__(self):
+        return (type(self), (self.weight, self.bias, tuple(self.stride), tuple(self.padding),
+                             tuple(self.dilation), self.groups, self.input_shape, self.activation))
 
     @classmethod
     def build(cls, weight: torch.Tensor, bias: torch.Tensor, *, stride: tuple[int, int],
@@ -52,9 +61,7 @@ class PackedConv:
         if weight.device.type != "cpu" or weight.dtype != torch.float32 or not available():
             return None
         try:
-            packed = torch.ops.mkldnn._reorder_convolution_weight(
-                weight.contiguous(), list(padding), list(stride), list(dilation), groups, list(input_shape))
-            conv = cls(packed, bias.contiguous(), stride, padding, dilation, groups, POST_OPS.get(activation))
+            conv = cls(weight, bias, stride, padding, dilation, groups, input_shape, activation)
             # one call on a zero image checks that this build runs it
             conv(torch.zeros(input_shape).contiguous(memory_format=torch.channels_last))
         except (RuntimeError, TypeError):
