@@ -8,10 +8,8 @@ file (and line and key where there is one); no traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 from .cfg import CfgError, read_data_cfg
 from .image import ImageError

@@ -32,7 +32,7 @@ sorts); what it prints or draws is just the boxes that still have a class with
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 

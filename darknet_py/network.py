@@ -8,7 +8,6 @@ of the detection layers and the last layer.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch

@@ -275,7 +275,6 @@ def yolo_delta(layer, out: torch.Tensor, truth: torch.Tensor, netw: int, neth: i
     cell_index = torch.arange(n_img * a * h * w, device=dev).view(n_img, a, h, w)
 
     def geometry(flat_cells, anchor_n):
-        b = flat_cells // (a * h * w)
         rem = flat_cells % (h * w)
         j, i = rem // w, rem % w
         aw, ah = anchors[anchor_n, 0], anchors[anchor_n, 1]

@@ -1,5 +1,4 @@
 """cfg parsing: typed values, located errors (file, line, key), unused-key warnings, fuzzing."""
-import io
 import re
 
 import pytest

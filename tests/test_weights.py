@@ -2,11 +2,9 @@
 import struct
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-import darknet_py
 from darknet_py.network import build_network
 from darknet_py.weights import WeightsError
 

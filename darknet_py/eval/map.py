@@ -62,7 +62,6 @@ class _Collector:
     def add_image(self, dets, truth, truth_dif) -> None:
         classes = self.classes
         np.add.at(self.truth_classes_count, truth.ids, 1)
-        n = len(dets)
         probs = dets.probs[:, :classes]
         ii, cc = np.nonzero(probs > 0)  # row-major: upstream's box loop, then its class loop
         p = probs[ii, cc]

@@ -34,11 +34,15 @@ def activate_array(x: torch.Tensor, name: str) -> torch.Tensor:
     return activate(x, name)
 
 
-def warn_unsupported(layer: Layer, name: str) -> None:
-    if name not in ACTIVATE_ARRAY_SUPPORTED:
-        warnings.warn(f"{layer.path}:{layer.line}: activation '{name}' is not supported by upstream's "
+def read_array_activation(layer: Layer, section, default: str = "linear") -> None:
+    """activation= of a layer that applies it with activate_array; warns when upstream's
+    activate_array gives zeros for it."""
+    layer.activation = activation_from(section, default=default)
+    layer.activation_id = ACTIVATION_IDS[layer.activation]
+    if layer.activation not in ACTIVATE_ARRAY_SUPPORTED:
+        warnings.warn(f"{layer.path}:{layer.line}: activation '{layer.activation}' is not supported by upstream's "
                       f"activate_array for this layer type: its output is all zeros (as upstream's)",
-                      stacklevel=3)
+                      stacklevel=4)
 
 
 @register("activation")
@@ -48,12 +52,9 @@ class Activation(Layer):
 
     def __init__(self, ctx: BuildContext):
         super().__init__(ctx)
-        s = ctx.section
-        self.activation = activation_from(s, default="linear")
-        self.activation_id = ACTIVATION_IDS[self.activation]
+        read_array_activation(self, ctx.section)
         self.set_output(ctx.w, ctx.h, ctx.c)
         self.outputs = self.inputs = ctx.inputs
-        warn_unsupported(self, self.activation)
 
     def forward(self, x, outputs=None):
         return activate_array(x, self.activation)

@@ -13,9 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..activations import ACTIVATION_IDS, activation_from
 from . import register
-from .activation import activate_array, warn_unsupported
+from .activation import activate_array, read_array_activation
 from .base import BuildContext, Layer
 
 BN_EPS = 0.00001
@@ -32,8 +31,7 @@ class Connected(Layer):
         out = s.int("output", 1)
         if out < 1:
             raise s.error("output", f"must be >= 1, not {out}")
-        self.activation = activation_from(s, default="logistic")
-        self.activation_id = ACTIVATION_IDS[self.activation]
+        read_array_activation(self, s, default="logistic")
         self.bn = s.int("batch_normalize", 0)
         if ctx.inputs < 1:
             raise s.error(None, "the layer before a [connected] layer has no outputs")
@@ -50,7 +48,6 @@ class Connected(Layer):
             self.scales = nn.Parameter(torch.ones(out))
             self.register_buffer("rolling_mean", torch.zeros(out))
             self.register_buffer("rolling_variance", torch.ones(out))
-        warn_unsupported(self, self.activation)
 
     def initialize(self, gen: torch.Generator) -> None:
         """upstream's make_connected_layer: weights sqrt(2/inputs)*U(-1, 1), biases 0."""

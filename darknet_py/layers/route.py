@@ -19,11 +19,7 @@ class Route(Layer):
     def __init__(self, ctx: BuildContext):
         super().__init__(ctx)
         s = ctx.section
-        opt = s.find("layers")
-        if opt is None:
-            raise s.error("layers", "a [route] layer needs layers=")
-        values = s.ints("layers")
-        self.refs = [ctx.layer_index("layers", v, opt.line) for v in values]
+        self.refs, line = ctx.required_refs("layers")
         self.n = len(self.refs)
         self.groups = s.int("groups", 1)
         self.group_id = s.int("group_id", 0)
@@ -44,7 +40,7 @@ class Route(Layer):
             else:
                 raise s.error("layers", f"layer {l.index} outputs {l.out_w}x{l.out_h} but layer {first.index} outputs "
                                         f"{first.out_w}x{first.out_h}: routed layers must have the same width and height",
-                              opt.line)
+                              line)
         self.outputs = self.inputs = sum(self.sizes) // self.groups
         self.out_w, self.out_h, self.out_c = out_w, out_h, out_c // self.groups
         self.w, self.h, self.c = first.w, first.h, self.out_c

@@ -6,9 +6,8 @@ activation.py).
 """
 from __future__ import annotations
 
-from ..activations import ACTIVATION_IDS, activation_from
 from . import register
-from .activation import activate_array, warn_unsupported
+from .activation import activate_array, read_array_activation
 from .base import BuildContext, Layer
 
 
@@ -20,20 +19,15 @@ class Sam(Layer):
     def __init__(self, ctx: BuildContext):
         super().__init__(ctx)
         s = ctx.section
-        opt = s.find("from")
-        if opt is None:
-            raise s.error("from", "a [sam] layer needs from=")
-        index = ctx.layer_index("from", s.int("from"), opt.line)
+        index, line = ctx.required_ref("from")
         self.refs = [index]
         src = ctx.layers[index]
         if (src.out_w, src.out_h, src.out_c) != (ctx.w, ctx.h, ctx.c):
             raise s.error("from", f"layer {index} outputs {src.out_w}x{src.out_h}x{src.out_c} but the input is "
-                                  f"{ctx.w}x{ctx.h}x{ctx.c}: [sam] needs the same shape", opt.line)
+                                  f"{ctx.w}x{ctx.h}x{ctx.c}: [sam] needs the same shape", line)
         self.set_output(src.out_w, src.out_h, src.out_c)
         self.inputs = self.outputs
-        self.activation = activation_from(s, default="linear")
-        self.activation_id = ACTIVATION_IDS[self.activation]
-        warn_unsupported(self, self.activation)
+        read_array_activation(self, s)
 
     def forward(self, x, outputs):
         src = outputs[self.refs[0]]

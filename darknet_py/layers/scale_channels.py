@@ -7,9 +7,8 @@ all channels), then the activation through upstream's activate_array.
 """
 from __future__ import annotations
 
-from ..activations import ACTIVATION_IDS, activation_from
 from . import register
-from .activation import activate_array, warn_unsupported
+from .activation import activate_array, read_array_activation
 from .base import BuildContext, Layer
 
 
@@ -21,25 +20,20 @@ class ScaleChannels(Layer):
     def __init__(self, ctx: BuildContext):
         super().__init__(ctx)
         s = ctx.section
-        opt = s.find("from")
-        if opt is None:
-            raise s.error("from", "a [scale_channels] layer needs from=")
-        index = ctx.layer_index("from", s.int("from"), opt.line)
+        index, line = ctx.required_ref("from")
         self.refs = [index]
         self.scale_wh = s.int("scale_wh", 0)
         src = ctx.layers[index]
         if self.scale_wh:
             if ctx.c != 1 or (src.out_w, src.out_h) != (ctx.w, ctx.h):
                 raise s.error("from", f"with scale_wh=1 the input must be {src.out_w}x{src.out_h}x1 (layer {index}'s "
-                                      f"size), not {ctx.w}x{ctx.h}x{ctx.c}", opt.line)
+                                      f"size), not {ctx.w}x{ctx.h}x{ctx.c}", line)
         elif ctx.w != 1 or ctx.h != 1 or src.out_c != ctx.c:
             raise s.error("from", f"the input must be 1x1x{src.out_c} (layer {index}'s channels), "
-                                  f"not {ctx.w}x{ctx.h}x{ctx.c}", opt.line)
+                                  f"not {ctx.w}x{ctx.h}x{ctx.c}", line)
         self.set_output(src.out_w, src.out_h, src.out_c)
         self.inputs = self.outputs
-        self.activation = activation_from(s, default="linear")
-        self.activation_id = ACTIVATION_IDS[self.activation]
-        warn_unsupported(self, self.activation)
+        read_array_activation(self, s)
 
     def forward(self, x, outputs):
         src = outputs[self.refs[0]]

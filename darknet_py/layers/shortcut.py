@@ -29,17 +29,14 @@ class Shortcut(Layer):
                              "per_channel": "per_channel"}[wt]
         wn = s.choice("weights_normalization", ("none", "relu", "avg_relu", "softmax"), "none")
         self.weights_normalization = {"avg_relu": "relu"}.get(wn, wn)
-        opt = s.find("from")
-        if opt is None:
-            raise s.error("from", "a [shortcut] layer needs from=")
-        self.refs = [ctx.layer_index("from", v, opt.line) for v in s.ints("from")]
+        self.refs, line = ctx.required_refs("from")
         self.n = len(self.refs)
         self.sizes = [ctx.layers[i].outputs for i in self.refs]
         for i in self.refs:
             l = ctx.layers[i]
             if (l.out_w, l.out_h) != (ctx.w, ctx.h):
                 raise s.error("from", f"layer {i} outputs {l.out_w}x{l.out_h}x{l.out_c} but the input is "
-                                      f"{ctx.w}x{ctx.h}x{ctx.c}: a shortcut needs the same width and height", opt.line)
+                                      f"{ctx.w}x{ctx.h}x{ctx.c}: a shortcut needs the same width and height", line)
         self.set_output(ctx.w, ctx.h, ctx.c)
         self.inputs = self.outputs
         self.nweights = {"none": 0, "per_feature": self.n + 1, "per_channel": (self.n + 1) * ctx.c}[self.weights_type]

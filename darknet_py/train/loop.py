@@ -10,7 +10,6 @@ gradient there (the logistic inside the yolo layer is not differentiated).
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from ..chart import TrainChart
 from ..network import Network, announce_detection_layers, build_network
 from ..gaussian_delta import gaussian_yolo_delta
 from ..region_delta import region_delta
-from ..yolo_delta import YoloStats, yolo_delta
+from ..yolo_delta import yolo_delta
 from .lr_policy import current_rate
 
 
@@ -182,7 +181,6 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
     sizes = sizes_from_net(net, seed=sizes_seed, start_iteration=start_iteration)
     if dist is not None:
         sizes = dist.strided(sizes)
-    init_w, init_h = o.width, o.height
     Path(backup).mkdir(parents=True, exist_ok=True)
     plot = TrainChart(base, o.max_batches, o.max_chart_loss, chart) if main_rank else _NoChart()
     bar = _progress(o.max_batches, start_iteration, out)

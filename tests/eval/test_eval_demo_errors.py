@@ -2,7 +2,6 @@
 test reading a list of images from standard input."""
 import io
 import json
-import sys
 
 import cv2
 import pytest
