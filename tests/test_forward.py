@@ -69,10 +69,11 @@ def match_dets(got, expected, tol=1e-3):
 
 # Random-weight cases whose upstream detections hang on float32 rounding: with 1500 boxes
 # near thresh=0.25, a class prob 1e-7 above the threshold (upstream prints 0.2500001) and two
-# boxes' probs 9e-7 apart decide the kept set. Two plain-PyTorch float32 forwards of the same
-# network (folded and unfolded batch norm) already disagree with each other on it, while a
+# boxes' probs 9e-7 apart decide the kept set. Float32 forwards that differ only in summation
+# order land on either side of it (F.conv2d with unfolded batch norm and mish's tanh form
+# keeps upstream's set; the packed convolutions with folded batch norm do not), while a
 # float64 forward gives upstream's set exactly (checked below for every case). yolov3-spp is
-# as close (its set holds with folded batch norm and not with unfolded) and passes here.
+# as close (it holds with folded batch norm, not with unfolded) and passes here.
 ROUNDING_EDGE = {"yolov4-csp-s-mish"}
 
 
