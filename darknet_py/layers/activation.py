@@ -42,7 +42,7 @@ def read_array_activation(layer: Layer, section, default: str = "linear") -> Non
     if layer.activation not in ACTIVATE_ARRAY_SUPPORTED:
         warnings.warn(f"{layer.path}:{layer.line}: activation '{layer.activation}' is not supported by upstream's "
                       f"activate_array for this layer type: its output is all zeros (as upstream's)",
-                      stacklevel=4)
+                      stacklevel=3)
 
 
 @register("activation")

@@ -32,17 +32,19 @@ class BuildContext:
 
     def required_refs(self, key: str) -> tuple[list[int], int]:
         """The earlier layers a required key (route's layers=, shortcut's from=) names, and its line."""
-        opt = self.section.find(key)
-        if opt is None:
-            raise self.section.error(key, f"a [{self.section.name}] layer needs {key}=")
-        return [self.layer_index(key, v, opt.line) for v in self.section.ints(key)], opt.line
+        line = self._required_line(key)
+        return [self.layer_index(key, v, line) for v in self.section.ints(key)], line
 
     def required_ref(self, key: str) -> tuple[int, int]:
         """As required_refs for a key that names exactly one layer (sam's and scale_channels' from=)."""
+        line = self._required_line(key)
+        return self.layer_index(key, self.section.int(key), line), line
+
+    def _required_line(self, key: str) -> int:
         opt = self.section.find(key)
         if opt is None:
             raise self.section.error(key, f"a [{self.section.name}] layer needs {key}=")
-        return self.layer_index(key, self.section.int(key), opt.line), opt.line
+        return opt.line
 
     def layer_index(self, key: str, value: int, line: int | None = None) -> int:
         """Resolve a relative (negative) or absolute layer reference as upstream does."""
