@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .box import box_giou, box_iou, box_iou_kind
-from .region_delta import c_div, c_fsum, c_mag2, class_map, occurrence_rank
+from .region_delta import RegionStats, c_div, c_fsum, c_mag2, class_map, occurrence_rank
 from .yolo_delta import FLT_MAX, class_multipliers, dx_box_iou
 
 F32 = torch.float32
@@ -37,24 +37,14 @@ EPSI = 1e-9  # upstream's float epsi = pow(10, -9)
 
 
 @dataclass
-class GaussianStats:
-    """What forward_gaussian_yolo_layer accumulates and prints for one mini-batch."""
+class GaussianStats(RegionStats):
+    """What forward_gaussian_yolo_layer accumulates and prints for one mini-batch: the
+    region layer's counters (its total_bbox/rewritten_bbox stay 0 too) and these."""
 
-    avg_iou: float = 0.0
-    recall: float = 0.0
     recall75: float = 0.0
-    avg_cat: float = 0.0
-    avg_obj: float = 0.0
-    avg_anyobj: float = 0.0
-    count: int = 0
-    class_count: int = 0
-    cells: int = 1  # l.w*l.h*l.n*l.batch
     loss: float = 0.0  # pow(mag_array(l.delta), 2)
     class_loss: float = 0.0  # without the 8 box entries
     except_uc_loss: float = 0.0  # without entries 4..7 (mu_w, sigma_w, mu_h, sigma_h)
-    cost: float = 0.0
-    total_bbox: int = 0  # the Gaussian layer does not count these (yolo layers do)
-    rewritten_bbox: int = 0
 
     def line(self, layer, batch: int) -> str:
         """Upstream's fprintf(stderr) line. Its iou_loss is the x/y entries' part and its uc_loss
