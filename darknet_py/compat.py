@@ -38,7 +38,7 @@ import numpy as np
 
 from .cfg import read_data_cfg
 from .detections import Detections, network_boxes, nms, nms_obj
-from .detections import _tolerant_sort  # the tie rule nms() sorts with, so our orders agree
+from .detections import class_sort  # the tie rule nms() sorts with, so our orders agree
 from .image import letterbox_image as _letterbox_pixels
 from .image import resize_image as _resize_pixels
 
@@ -584,7 +584,7 @@ def _nms_in_place(dets, total, classes, thresh, by_objectness: bool) -> None:
         sorted_front = np.arange(lead)
         for k in range(classes):
             if part.probs[:, k].any():
-                sorted_front = _tolerant_sort(sorted_front, part.probs[:, k])
+                sorted_front = class_sort(sorted_front, part.probs[:, k])
         if classes:
             table["sort_class"][front] = classes - 1
     rows.write(front, kept.probs)

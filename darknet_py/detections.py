@@ -514,19 +514,10 @@ def _front_order(objectness: np.ndarray) -> np.ndarray:
     return order[:front]
 
 
-def _tolerant_sort(perm: np.ndarray, p: np.ndarray, tol: float = 1e-6) -> np.ndarray:
-    """perm re-sorted by p descending, stably; values within tol of their neighbour in the
-    sorted run count as equal and keep perm's order (upstream's exact ties, seen through our
-    last-bit float differences)."""
-    order = perm[np.argsort(-p[perm], kind="stable")]
-    v = p[order]
-    gaps = np.abs(np.diff(v)) > tol
-    if gaps.all():
-        return order
-    cluster = np.concatenate([[0], np.cumsum(gaps)])
-    rank = np.empty(perm.size, dtype=np.int64)
-    rank[perm] = np.arange(perm.size)  # position in the previous order
-    return order[np.lexsort((rank[order], cluster))]
+def class_sort(perm: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """perm re-sorted by p descending, stably: upstream's qsort with nms_comparator_v3, which
+    glibc runs as a stable merge sort, so equal probs keep the previous order."""
+    return perm[np.argsort(-p[perm], kind="stable")]
 
 
 def nms(dets: Detections, classes: int | None = None, thresh: float = 0.45,
@@ -547,9 +538,8 @@ def nms(dets: Detections, classes: int | None = None, thresh: float = 0.45,
     a stable merge sort, so boxes with equal prob[k] stay in the order the previous
     classes' sorts left them.  This is reproduced (a persistent permutation re-sorted
     stably per class, starting from upstream's order after the objectness == 0 swaps),
-    so even exact ties resolve as in upstream. Probabilities within 1e-6 count as tied
-    (_tolerant_sort), so that last-bit differences of another summation order do not
-    reorder upstream's ties.
+    so even exact ties resolve as in upstream. Near-ties are decided by the float32 values,
+    as upstream decides them.
 
     Returns a new Detections in the input order with the suppressed probs set to 0; no box
     is removed (upstream keeps them all; use .kept(thresh) / .to_dicts(thresh) for what it
@@ -566,7 +556,7 @@ def nms(dets: Detections, classes: int | None = None, thresh: float = 0.45,
     perm = np.arange(front.size)
     for k in range(ncls):
         p = probs[:, k]
-        perm = _tolerant_sort(perm, p)
+        perm = class_sort(perm, p)
         order = perm[p[perm] != 0]
         if order.size < 2:
             continue

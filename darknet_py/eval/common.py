@@ -27,7 +27,7 @@ import numpy as np
 
 from ..cfg import CfgError, Section, read_data_cfg
 from ..network import DETECTION_LAYER_TYPES, announce_detection_layers  # noqa: F401 (re-exported)
-from ..detections import Detections, _front_order, _tolerant_sort, apply_nms, zero_objectness_swap
+from ..detections import Detections, _front_order, class_sort, apply_nms, zero_objectness_swap
 
 F32 = np.float32
 
@@ -322,7 +322,7 @@ def upstream_order(dets: Detections, classes: int) -> np.ndarray:
     probs = dets.probs[front]
     perm = np.arange(front.size)
     for k in range(min(classes, dets.classes)):
-        perm = _tolerant_sort(perm, probs[:, k])
+        perm = class_sort(perm, probs[:, k])
     order = np.concatenate([front[perm], back]).astype(np.int64)
     assert order.size == n
     return order
