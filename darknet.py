@@ -17,6 +17,15 @@ if _HERE not in (os.path.abspath(p) for p in sys.path):
     sys.path.insert(0, _HERE)
 
 if __name__ == "__main__":
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        # run from a shell without the project's environment: use the one scripts/setup.sh made
+        venv = os.path.join(_HERE, ".venv")
+        python = os.path.join(venv, "bin", "python")
+        if os.path.exists(python) and os.path.abspath(sys.prefix) != venv:
+            os.execv(python, [python, os.path.abspath(__file__)] + sys.argv[1:])
+        sys.exit("darknet.py needs PyTorch: run `bash scripts/setup.sh` (it creates .venv), or install torch")
     from darknet_py.cli import main
 
     sys.exit(main())

@@ -18,6 +18,30 @@ from .weights import WeightsError
 USAGE = "usage: darknet.py <function>\n  functions: detector [test|train|valid|map|calc_anchors|recall|demo] ..., partial CFG WEIGHTS OUT N"
 
 
+HELP = """darknet.py: upstream darknet's command line (AlexeyAB/darknet), on PyTorch.
+
+  darknet.py detector train DATA CFG [WEIGHTS] [-map] [-dont_show] [-clear] [-gpus 0,1] [-chart F]
+                                                [-mAP_epochs N] [-show_imgs] [-train_flavor cudnn|cpu] [-seed N]
+  darknet.py detector test DATA CFG WEIGHTS [IMAGE] [-thresh T] [-ext_output] [-dont_show] [-letter_box] [-out F]
+  darknet.py detector map|valid|recall DATA CFG WEIGHTS [-thresh T] [-iou_thresh T] [-points N] [-letter_box]
+  darknet.py detector calc_anchors DATA -num_of_clusters N -width W -height H [-show]
+  darknet.py detector demo DATA CFG WEIGHTS VIDEO [-out_filename F] [-dont_show]
+  darknet.py partial CFG WEIGHTS OUT N
+
+Flags are upstream's (single dash, anywhere on the line). darknet_py's own:
+  -train_flavor cudnn  (default) train with the arithmetic of upstream's GPU build, the one people
+                       train with: batch norm as cuDNN computes it (batch-normalized layers' biases
+                       trained, running statistics with factor .01), a convolution's backward adding
+                       to the gradient of the layer before it (gradients through routes and shortcuts
+                       kept), every layer's gradient cleared each pass. On any device.
+  -train_flavor cpu    the arithmetic of upstream's CPU build (the parity fixtures were made with it):
+                       it never trains the biases of batch-normalized layers, a convolution's
+                       backward overwrites the gradient of the layer before it, and route/upsample
+                       gradients are never cleared, so it learns poorly; use it to reproduce that build.
+  -seed N              reproducible initialisation, augmentation and multi-scale sizes.
+"""
+
+
 class UsageError(Exception):
     pass
 
@@ -332,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
         if not argv:
             raise UsageError(USAGE)
         cmd, rest = argv[0], argv[1:]
+        if cmd in ("-h", "--help", "help") or (cmd == "detector" and rest[:1] and rest[0] in ("-h", "--help")) \
+                or (cmd == "detector" and len(rest) == 2 and rest[1] in ("-h", "--help")):
+            print(HELP)
+            return 0
         if cmd == "detector":
             return detector(rest)
         if cmd == "partial":

@@ -58,7 +58,7 @@ class Network(nn.Module):
         self.options = NetOptions.from_section(first)
         self.batch = batch if batch is not None else self.options.mini_batch
         self.seen = 0
-        self.train_flavor: str | None = None  # None: follow the device (see forward_train)
+        self.train_flavor = "cudnn"  # whose training arithmetic: upstream's GPU build ("cudnn") or CPU build ("cpu")
         self.current_subdivision = 0
         o = self.options
         w, h, c, inputs = o.width, o.height, o.channels, o.inputs
@@ -101,12 +101,11 @@ class Network(nn.Module):
 
     def forward_train(self, x: torch.Tensor) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
         """Training forward (train/step.py): outputs as forward(), plus the input of every
-        detection layer. The flavour of upstream's backward: `self.train_flavor`, by default
-        upstream's CPU build on the CPU and its CUDA (cuDNN) build on a GPU."""
+        detection layer, with the arithmetic of `self.train_flavor`: upstream's GPU (cuDNN)
+        build by default on every device, its CPU build with "cpu"."""
         from .train.step import train_forward
 
-        flavor = self.train_flavor or ("cpu" if x.device.type == "cpu" else "cudnn")
-        return train_forward(self, x, flavor)
+        return train_forward(self, x, self.train_flavor)
 
     @property
     def device(self) -> torch.device:

@@ -5,7 +5,7 @@ mean_cpu, variance_cpu, normalize_cpu, mean_delta_cpu, variance_delta_cpu, norma
 
 Training-mode batch norm of a layer with `scales`, `rolling_mean`, `rolling_variance` and a
 bias (`conv_bias()` or `biases`), on (N, C, H, W). Upstream's builds disagree, so there are
-two flavours for batch_normalize=1 (`layer.bn_flavor`, default "cpu"):
+two flavours for batch_normalize=1 (`layer.bn_flavor`, default "cudnn"):
 
 "cpu"   (the parity fixtures; upstream's CPU build)
         mean over batch*spatial, variance divided by batch*spatial - 1, normalized with
@@ -143,7 +143,7 @@ def batchnorm_train(layer, y: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     if layer.bn == 2:
         state = layer.__dict__.setdefault("_cbn_state", {})
         return batchnorm_cbn(*args, state, getattr(layer, "cbn_index", 1))
-    flavor = getattr(layer, "bn_flavor", "cpu")
+    flavor = getattr(layer, "bn_flavor", "cudnn")
     if flavor == "cpu":
         return batchnorm_cpu(*args)
     if flavor == "cudnn":

@@ -48,10 +48,10 @@ What upstream does with n GPUs, and what is kept:
   the update to [-1, 1], the NaN/inf resets.
 - batch-norm rolling statistics: upstream keeps them per GPU and saves GPU 0's; here they are
   averaged over the processes after every step, so every process holds the same state.
-- upstream's multi-GPU training exists only in its GPU build, so every process uses the GPU
-  build's backward (Network.train_flavor = "cudnn") even on the CPU, unless -train_flavor says
-  otherwise (with "cpu", the CPU build's stale route/upsample deltas stay per process: the
-  weights are still the same everywhere, but no longer those of one process with batch n*B).
+- upstream's multi-GPU training exists only in its GPU build, whose backward every process uses
+  by default (Network.train_flavor = "cudnn"), even on the CPU; with -train_flavor cpu the CPU
+  build's stale route/upsample deltas stay per process: the weights are still the same
+  everywhere, but no longer those of one process with batch n*B.
 - initial weights are broadcast from rank 0; random resizing (random=1) picks the same sizes
   on every process (a seed shared by all); data augmentation differs per process.
 
@@ -134,8 +134,7 @@ class Dist:
     # -- setup --------------------------------------------------------------------
     def prepare(self, net) -> None:
         """After the weights are loaded: rank 0's state everywhere, learning_rate *= processes
-        (in the [net] section too, which resized copies are built from), the GPU build's backward
-        unless a flavor was chosen."""
+        (in the [net] section too, which resized copies are built from)."""
         net.to(self.device)
         tensors = [p.data for p in net.parameters()] + [b for b in net.buffers()]
         seen = torch.tensor([net.seen], dtype=torch.int64, device=self.device)
@@ -144,8 +143,6 @@ class Dist:
         lr = float(np.float32(net.options.learning_rate) * np.float32(self.world_size))
         net.options.learning_rate = lr
         _set_option(net.sections[0], "learning_rate", repr(lr))
-        if net.train_flavor is None:  # not chosen (-train_flavor): upstream's multi-GPU build
-            net.train_flavor = "cudnn"
 
     def seeds(self, seed):
         """(data seed, sizes seed): each process its own data stream, the same resizing."""

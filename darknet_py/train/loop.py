@@ -60,7 +60,7 @@ def forward_backward(net: Network, x: torch.Tensor, truth: torch.Tensor, err=sys
         print(stats.line(layer, x.shape[0]), file=err)
         inp = inputs[layer.index]
         if inp.requires_grad:
-            if _flavor(net, x) != "cpu" and getattr(layer, "delta_normalizer", 1.0) != 1.0:
+            if net.train_flavor != "cpu" and getattr(layer, "delta_normalizer", 1.0) != 1.0:
                 # upstream's GPU backward_yolo_layer_gpu scales the delta by delta_normalizer (its
                 # loss_scale factor is applied in sgd.py); the CPU build does not
                 delta = delta * layer.delta_normalizer
@@ -70,10 +70,6 @@ def forward_backward(net: Network, x: torch.Tensor, truth: torch.Tensor, err=sys
         surrogate.backward()
     result.cost = sum(costs) / len(costs) if costs else 0.0
     return result
-
-
-def _flavor(net: Network, x: torch.Tensor) -> str:
-    return net.train_flavor or ("cpu" if x.device.type == "cpu" else "cudnn")
 
 
 class Trainer:
@@ -150,7 +146,8 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
     device = _device(gpus)
     net = build_network(cfgfile, train=True)
     net.initialize(seed)  # as upstream: random layers first, then whatever the weights file holds
-    net.train_flavor = flavor  # None: upstream's CPU build on the CPU, its CUDA build on a GPU
+    if flavor:
+        net.train_flavor = flavor  # default: upstream's GPU build's arithmetic, on every device
     if weightfile:
         net.load_weights(weightfile)
     if clear:

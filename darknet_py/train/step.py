@@ -104,7 +104,7 @@ def frozen_upto(net, iteration: int) -> int:
     return max((l.index for l in net.layers if l.stopbackward == 1 or l.stopbackward > iteration), default=-1)
 
 
-def train_forward(net, x: torch.Tensor, flavor: str = "cpu", iteration: int | None = None) -> tuple[dict, dict]:
+def train_forward(net, x: torch.Tensor, flavor: str = "cudnn", iteration: int | None = None) -> tuple[dict, dict]:
     """Training forward. Returns (outputs kept as Network.forward does, inputs of the detection
     layers). Layers up to frozen_upto(iteration) and onlyforward layers run without gradient.
 
