@@ -102,3 +102,29 @@ def activation_from(section, key: str = "activation", default: str = "logistic")
 
 def activate(x: torch.Tensor, name: str) -> torch.Tensor:
     return ACTIVATIONS[name](x)
+
+
+class Mish(torch.autograd.Function):
+    """Upstream: activate_array_mish forward, gradient_array_mish backward.
+
+    gradient_array_mish (x*(1 - tanh(sp)^2)*(1 - exp(-sp)) + tanh(sp), sp = softplus with
+    threshold 20) is the same derivative as autograd's of the tanh form, but autograd of the
+    thresholded forward gives NaN above x ~ 88 (0*inf in the unused branch)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        with torch.no_grad():
+            return _mish(x)
+
+    @staticmethod
+    def backward(ctx, dy):
+        (x,) = ctx.saved_tensors
+        sp = torch.where(x > 20, x, torch.where(x < -20, torch.exp(x), torch.log1p(torch.exp(x.clamp(max=20)))))
+        t = torch.tanh(sp)
+        return dy * (x * (1 - t * t) * (1 - torch.exp(-sp)) + t)
+
+
+def train_activate(x: torch.Tensor, name: str) -> torch.Tensor:
+    """The activation with upstream's gradient where autograd's differs (mish)."""
+    return Mish.apply(x) if name == "mish" else activate(x, name)

@@ -169,7 +169,11 @@ def train(args) -> int:
     # --- several processes (train/distributed.py): -gpus with several ids, or under torchrun ---
     from .train import distributed
     if distributed.requested(gpus):
-        return distributed.train(pos[0], pos[1], weights, gpus=gpus, argv=getattr(args, "argv", None), **kw)
+        why = distributed.bad_gpu_ids(gpus) if not distributed.torchrun_env() else None
+        if why:
+            raise UsageError(why)
+        return distributed.train(pos[0], pos[1], weights, gpus=gpus, argv=getattr(args, "argv", None), entry=main,
+                                 **kw)
     # --- end ---
     return train_detector(pos[0], pos[1], weights, gpus=gpus, **kw)
 

@@ -1,9 +1,36 @@
-"""Upstream: parse_network_cfg_custom (src/parser.c), forward_network / get_network_boxes
-(src/network.c).
+"""Upstream: parse_network_cfg_custom (src/parser.c), forward_network / backward_network /
+get_network_boxes (src/network.c), forward_network_gpu / backward_network_gpu
+(src/network_kernels.cu).
 
 A Network is the [net] options plus the layers in cfg order. forward() runs them in order,
 keeping only the outputs that a later layer (route, shortcut, sam, ...) reads, plus those
 of the detection layers and the last layer.
+
+forward_train() runs them with upstream's training semantics, so that autograd's backward of
+the detection layers' surrogates (Layer.backward_surrogate) gives upstream's accumulated update
+buffers (negated; train/sgd.py). Each layer owns its part (batch statistics in
+layers/batchnorm.py, mish's gradient in activations.py); what is decided here is the wiring
+between layers, by `train_flavor`:
+
+- "cudnn" (upstream's GPU build, the default): every contribution to a layer's delta is kept
+  (cuDNN's backward-data accumulates, beta=1) and every delta is cleared each pass;
+- "cpu" (upstream's CPU build, the parity fixtures): a convolution's backward OVERWRITES the
+  delta of the layer before it (col2im_cpu_ext zeroes its destination first). Backward runs in
+  reverse layer order, so when layer p+1 is a convolution, what later route/shortcut/...
+  layers sent to layer p is discarded and only the convolution's share survives: those later
+  layers read layer p's output detached. Its forward_network also clears a delta only for
+  layers with l.train set; route and upsample never set it, so their deltas keep summing over
+  the run and each backward sends the running total on, unless the next layer is a
+  convolution (layers/base.py StaleDelta).
+- both: stopbackward / onlyforward as upstream's backward_network_gpu: no gradient reaches a
+  layer at or before the last active stopbackward, nor through an onlyforward layer; CmBN
+  layers learn which mini-batch of the iteration this is from `current_subdivision`.
+
+Autograd gives upstream's backward for conv (weights, input), maxpool (first maximum of a
+window, as upstream's strict `>` scan), route, upsample, unweighted shortcut, leaky (slope .1
+at 0 on both sides), logistic and linear. Not reproduced: shortcut weights with
+weights_normalization (upstream's backward_shortcut_multilayer_cpu leaves out the
+normalization's derivative; autograd does not).
 """
 from __future__ import annotations
 
@@ -15,6 +42,10 @@ from torch import nn
 
 from .cfg import CfgError, Section, read_cfg, warn_unused
 from .layers import LAYERS, BuildContext, _load_all
+from .layers.base import StaleDelta
+from .layers.convolutional import Convolutional
+from .layers.route import Route
+from .layers.upsample import Upsample
 from .options import NetOptions
 from . import weights as _weights
 
@@ -22,6 +53,8 @@ from . import weights as _weights
 DETECTION_LAYER_TYPES = ("yolo", "Gaussian_yolo", "region")
 # layers whose output get_network_boxes reads
 DETECTION_TYPES = DETECTION_LAYER_TYPES + ("detection",)
+# whose training arithmetic: upstream's GPU (cuDNN) build, or its CPU build (module docstring)
+TRAIN_FLAVORS = ("cudnn", "cpu")
 
 
 def announce_detection_layers(net, out=None):
@@ -99,13 +132,52 @@ class Network(nn.Module):
                 outputs[layer.index] = x
         return outputs
 
-    def forward_train(self, x: torch.Tensor) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
-        """Training forward (train/step.py): outputs as forward(), plus the input of every
-        detection layer, with the arithmetic of `self.train_flavor`: upstream's GPU (cuDNN)
-        build by default on every device, its CPU build with "cpu"."""
-        from .train.step import train_forward
+    def forward_train(self, x: torch.Tensor, flavor: str | None = None,
+                      iteration: int | None = None) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+        """Training forward (see the module docstring): the outputs kept as forward() keeps
+        them, and the input of every detection layer. Layers up to frozen_upto(iteration) and
+        onlyforward layers run without gradient.
 
-        return train_forward(self, x, self.train_flavor)
+        flavor: default `self.train_flavor`. iteration: upstream's get_current_iteration
+        (iterations completed); by default derived from `seen`, which upstream increments by
+        the mini-batch before each forward."""
+        flavor = flavor or self.train_flavor
+        if flavor not in TRAIN_FLAVORS:
+            raise ValueError(f"train_flavor must be one of {TRAIN_FLAVORS}, not {flavor!r}")
+        layers = self.layers
+        for layer in layers:
+            layer.bn_flavor = flavor
+            layer.cbn_index = self.current_subdivision + 1
+        o = self.options
+        if iteration is None:
+            iteration = max(self.seen - o.mini_batch, 0) // (o.mini_batch * o.subdivisions)
+        cpu = flavor == "cpu"
+        overwritten = {i for i in range(len(layers) - 1)
+                       if cpu and isinstance(layers[i + 1], Convolutional) and not layers[i + 1].onlyforward}
+        stale = {l.index for l in layers if cpu and isinstance(l, (Route, Upsample)) and l.index not in overwritten}
+        stop = self.frozen_upto(iteration)
+        outputs: dict[int, torch.Tensor] = {}
+        refs: dict[int, torch.Tensor] = {}  # what later layers read by index
+        inputs: dict[int, torch.Tensor] = {}
+        for layer in layers:
+            if layer.type_name in DETECTION_TYPES:
+                inputs[layer.index] = x
+            if layer.onlyforward or layer.index <= stop:
+                with torch.no_grad():
+                    x = layer(x.detach(), refs)
+            else:
+                x = layer(x, refs)
+                if layer.index in stale and torch.is_grad_enabled():
+                    x = StaleDelta.apply(x, layer)
+            if layer.index in self._keep:
+                outputs[layer.index] = x
+                refs[layer.index] = x.detach() if layer.index in overwritten else x
+        return outputs, inputs
+
+    def frozen_upto(self, iteration: int) -> int:
+        """Index of the layer where upstream's backward_network_gpu stops (-1: none): the last
+        one with stopbackward=1 or stopbackward > iteration (get_current_iteration)."""
+        return max((l.index for l in self.layers if l.stopbackward == 1 or l.stopbackward > iteration), default=-1)
 
     @property
     def device(self) -> torch.device:

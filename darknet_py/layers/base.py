@@ -134,8 +134,33 @@ class Layer(nn.Module):
             "params": self.params_count(), "bflops": round(self.bflops, 6),
         }
 
+    def backward_surrogate(self, inp: torch.Tensor, delta: torch.Tensor, flavor: str) -> torch.Tensor:
+        """For a detection layer: a scalar whose gradient with respect to this layer's input
+        `inp` is minus the delta its backward hands the previous layer (upstream's delta is
+        target minus output, i.e. minus the gradient): -sum(delta * input). The logistic
+        inside the layer is not differentiated, as upstream passes l.delta straight on."""
+        return -(delta.to(inp.dtype) * inp.reshape(delta.shape)).sum()
+
     def as_image(self, x: torch.Tensor) -> torch.Tensor:
         """View a batch as this layer's declared input image (N, c, h, w)."""
         if x.dim() == 4 and x.shape[1:] == (self.c, self.h, self.w):
             return x  # reshape would restride a batch of 1 and lose its channels_last memory format
         return x.reshape(x.shape[0], self.c, self.h, self.w)
+
+
+class StaleDelta(torch.autograd.Function):
+    """Identity whose backward adds what the layer's never-cleared delta buffer still holds and
+    keeps the new total: [route] and [upsample] on upstream's CPU build, whose forward_network
+    clears a delta only for layers with l.train set, which these two never set."""
+
+    @staticmethod
+    def forward(ctx, y, layer):
+        ctx.layer = layer
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, g):
+        old = getattr(ctx.layer, "_stale_delta", None)
+        total = g if old is None or old.shape != g.shape else g + old
+        ctx.layer._stale_delta = total.detach()
+        return total, None

@@ -16,8 +16,7 @@ from torch import nn
 from . import register
 from .activation import activate_array, read_array_activation
 from .base import BuildContext, Layer
-
-BN_EPS = 0.00001
+from .batchnorm import BN_EPS
 
 
 @register("connected", "conn")

@@ -11,12 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..activations import ACTIVATION_IDS, activate, activation_from
+from ..activations import ACTIVATION_IDS, activate, activation_from, train_activate
 from . import register
 from .base import BuildContext, Layer, check_size
+from .batchnorm import BN_EPS, batchnorm_train
 from .onednn import PackedConv
-
-BN_EPS = 0.00001
 
 
 @register("convolutional", "conv")
@@ -232,8 +231,7 @@ class Convolutional(Layer):
             y = self.batchnorm(y) if self.bn else y + self.conv_bias().view(1, -1, 1, 1)
         y = _crop_to(y, self.blur["host"] if self.blur else (self.out_h, self.out_w))
         if self.train_mode and self.training:
-            from ..train.step import train_activate  # upstream's gradient (mish)
-            y = train_activate(y, self.activation)
+            y = train_activate(y, self.activation)  # upstream's gradient (mish)
         elif self.activation == "leaky" and torch.is_inference_mode_enabled():
             y = F.leaky_relu_(y, 0.1)  # in place: y is this layer's own fresh tensor
         else:
@@ -244,9 +242,8 @@ class Convolutional(Layer):
 
     def batchnorm(self, y: torch.Tensor) -> torch.Tensor:
         """Batch norm: built for training and in training mode, with batch statistics
-        (train/batchnorm.py); else inference with the rolling statistics."""
+        (layers/batchnorm.py); else inference with the rolling statistics."""
         if self.train_mode and self.training:
-            from ..train.batchnorm import batchnorm_train
             return batchnorm_train(self, y, self.conv_bias())
         k = self.scales / torch.sqrt(self.rolling_variance + BN_EPS)
         return (y - self.rolling_mean.view(1, -1, 1, 1)) * k.view(1, -1, 1, 1) + self.conv_bias().view(1, -1, 1, 1)

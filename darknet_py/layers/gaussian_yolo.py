@@ -14,7 +14,7 @@ import torch
 from . import register
 from .base import BuildContext, Layer
 from .region import parse_region_anchors
-from .yolo import read_head, read_training_keys
+from .yolo import Yolo, read_head, read_training_keys
 
 NMS_KINDS = ("default", "greedynms", "diounms", "cornersnms")
 YOLO_POINTS = ("center", "left_top", "right_bottom")
@@ -24,6 +24,7 @@ YOLO_POINTS = ("center", "left_top", "right_bottom")
 class GaussianYolo(Layer):
     type_name = "Gaussian_yolo"
     type_id = 29
+    backward_surrogate = Yolo.backward_surrogate  # the same delta_normalizer rule (gaussian_delta.py)
 
     def __init__(self, ctx: BuildContext):
         super().__init__(ctx)

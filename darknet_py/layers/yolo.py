@@ -139,3 +139,11 @@ class Yolo(Layer):
         if self.scale_x_y != 1.0:
             xy = xy * self.scale_x_y - 0.5 * (self.scale_x_y - 1)
         return torch.cat([xy, rest], 2).reshape(n, a * k, h, w)
+
+    def backward_surrogate(self, inp, delta, flavor):
+        """backward_yolo_layer: l.delta straight to the previous layer; the GPU build's
+        backward_yolo_layer_gpu scales it by delta_normalizer (its loss_scale factor is
+        undone by the update, train/sgd.py); the CPU build does not."""
+        if flavor != "cpu" and self.delta_normalizer != 1.0:
+            delta = delta * self.delta_normalizer
+        return Layer.backward_surrogate(self, inp, delta, flavor)

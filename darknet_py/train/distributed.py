@@ -304,23 +304,27 @@ def init_from_env(gpus: list[int] | None = None) -> Dist:
 # ============================================================================ detector train
 
 
-def train(datacfg: str, cfgfile: str, weightfile: str | None, *, gpus: list[int] | None, argv=None, **kw) -> int:
+def train(datacfg: str, cfgfile: str, weightfile: str | None, *, gpus: list[int] | None, argv=None,
+          entry=None, **kw) -> int:
     """cli's `detector train` with several processes: inside torchrun (or a `launch` child),
-    this process's share; else start one process per -gpus id running `argv` (the detector
-    command line)."""
+    this process's share; else start one process per -gpus id, each running `entry` (the
+    command line's main function) on `argv` (the detector command line)."""
     if torchrun_env():
         return run_rank(datacfg, cfgfile, weightfile, gpus=gpus, **kw)
-    if argv is None:
-        raise ValueError("distributed.train: the detector command line (argv) is needed to start the processes")
-    if torch.cuda.is_available():
-        count = torch.cuda.device_count()
-        bad = [g for g in gpus if not 0 <= g < count]
-        if bad or len(set(gpus)) != len(gpus):
-            from ..cli import UsageError
+    if argv is None or entry is None:
+        raise ValueError("distributed.train: the command line (entry, argv) is needed to start the processes")
+    return launch(entry, ["detector", *argv], len(gpus))
 
-            raise UsageError(f"-gpus {','.join(map(str, gpus))}: this machine has {count} CUDA device(s) "
-                             f"(ids 0..{count - 1}), each id may appear once")
-    return launch(["detector", *argv], len(gpus))
+
+def bad_gpu_ids(gpus: list[int]) -> str | None:
+    """Why -gpus cannot be used on this machine, or None."""
+    if not torch.cuda.is_available():
+        return None  # without CUDA the ids only count CPU processes
+    count = torch.cuda.device_count()
+    if any(not 0 <= g < count for g in gpus) or len(set(gpus)) != len(gpus):
+        return (f"-gpus {','.join(map(str, gpus))}: this machine has {count} CUDA device(s) "
+                f"(ids 0..{count - 1}), each id may appear once")
+    return None
 
 
 def run_rank(datacfg: str, cfgfile: str, weightfile: str | None, *, gpus=None, **kw) -> int:
@@ -372,15 +376,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _child(argv: list[str], env: dict) -> None:
+def _child(entry, argv: list[str], env: dict) -> None:
     os.environ.update(env)
-    from ..cli import main
-
-    sys.exit(main(argv))
+    sys.exit(entry(argv))
 
 
-def launch(argv: list[str], nprocs: int) -> int:
-    """Run the darknet command line `argv` in `nprocs` processes on this machine, as torchrun
+def launch(entry, argv: list[str], nprocs: int) -> int:
+    """Run `entry(argv)` (the darknet command line) in `nprocs` processes on this machine, as torchrun
     would (RANK, WORLD_SIZE, LOCAL_RANK, ... and a free port on 127.0.0.1). Ctrl-C reaches the
     processes (one process group) and each one stops itself; this one only waits. Returns 0 when
     all succeed, else the first failure's exit status (130 when they were interrupted)."""
@@ -392,7 +394,7 @@ def launch(argv: list[str], nprocs: int) -> int:
     for rank in range(nprocs):
         env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "RANK": str(rank), "WORLD_SIZE": str(nprocs),
                "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(nprocs)}
-        procs.append(ctx.Process(target=_child, args=(list(argv), env), name=f"darknet-rank{rank}"))
+        procs.append(ctx.Process(target=_child, args=(entry, list(argv), env), name=f"darknet-rank{rank}"))
     previous = signal.getsignal(signal.SIGINT)
     try:
         for p in procs:

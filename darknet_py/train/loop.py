@@ -60,11 +60,7 @@ def forward_backward(net: Network, x: torch.Tensor, truth: torch.Tensor, err=sys
         print(stats.line(layer, x.shape[0]), file=err)
         inp = inputs[layer.index]
         if inp.requires_grad:
-            if net.train_flavor != "cpu" and getattr(layer, "delta_normalizer", 1.0) != 1.0:
-                # upstream's GPU backward_yolo_layer_gpu scales the delta by delta_normalizer (its
-                # loss_scale factor is applied in sgd.py); the CPU build does not
-                delta = delta * layer.delta_normalizer
-            term = -(delta.to(inp.dtype) * inp.reshape(delta.shape)).sum()
+            term = layer.backward_surrogate(inp, delta, net.train_flavor)
             surrogate = term if surrogate is None else surrogate + term
     if surrogate is not None:
         surrogate.backward()

@@ -1,4 +1,4 @@
-"""Training batch norm (darknet_py/train/batchnorm.py) against numpy transcriptions of
+"""Training batch norm (darknet_py/layers/batchnorm.py) against numpy transcriptions of
 upstream's arithmetic, written here from the formulas of src/blas.c (mean_cpu, variance_cpu,
 normalize_cpu, mean_delta_cpu, variance_delta_cpu, normalize_delta_cpu),
 src/batchnorm_layer.c and fast_v_cbn_kernel (src/blas_kernels.cu)."""
@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from darknet_py.cfg import parse_cfg_text
 from darknet_py.network import Network
-from darknet_py.train.batchnorm import EPS, batch_stats, batchnorm_cbn, batchnorm_cpu, batchnorm_cudnn
+from darknet_py.layers.batchnorm import EPS, batch_stats, batchnorm_cbn, batchnorm_cpu, batchnorm_cudnn
 
 RNG = np.random.default_rng(5)
 B, C, H, W = 2, 3, 3, 4
