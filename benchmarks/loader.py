@@ -2,7 +2,7 @@
 """Data-loading speed of darknet_py.data.DetectionLoader on this machine, printed as JSON.
 
     .venv/bin/python benchmarks/loader.py [--size 416] [--batch 8] [--batches 6] [--workers N]
-                                          [--images train.txt] [--no-train]
+                                          [--kind thread|process|both] [--images train.txt] [--no-train]
 
 Augmentation as yolov4-tiny.cfg trains (jitter .3, hue .1, saturation and exposure 1.5,
 flip), once with mosaic (mixup code 3) and once with mixup (code 1). Upstream's cfg keys
@@ -11,10 +11,10 @@ cover what a cfg can ask for. Images: a synthetic set of 640x480 JPEGs with labe
 (or --images, a train.txt list).
 
 For each case: images/s loaded in one process (load()), images/s delivered by batches()
-with worker processes (after their start-up, which is reported apart), and, unless
---no-train, the time of a yolov4-tiny training step at the same batch and size alone and
-while the loader's workers run beside it (the wait for each batch is what the loader
-costs the training loop).
+with worker threads and with worker processes (after their start-up, which is reported
+apart), and, unless --no-train, the time of a yolov4-tiny training step at the same batch and
+size alone and while each kind of loader runs beside it (the wait for each batch and the
+step's own slow-down are what the loader costs the training loop).
 """
 from __future__ import annotations
 
@@ -57,10 +57,10 @@ def make_images(directory: Path, count: int = 24, seed: int = 0) -> list[str]:
     return paths
 
 
-def make_loader(paths, size: int, mixup: int, workers: int):
+def make_loader(paths, size: int, mixup: int, workers: int, kind: str = "thread"):
     from darknet_py.data import DetectionLoader
 
-    return DetectionLoader(paths, width=size, height=size, classes=80, mixup=mixup, seed=0,
+    return DetectionLoader(paths, width=size, height=size, classes=80, mixup=mixup, seed=0, kind=kind,
                            workers=workers, bad_list=None, bad_label_list=None, **AUGMENT)
 
 
@@ -74,9 +74,9 @@ def in_process(paths, size: int, batch: int, batches: int, mixup: int) -> float:
     return batches * batch / (time.perf_counter() - t)
 
 
-def with_workers(paths, size: int, batch: int, batches: int, mixup: int, workers: int) -> dict:
-    """Start-up time and images/s of batches() with worker processes."""
-    loader = make_loader(paths, size, mixup, workers)
+def with_workers(paths, size: int, batch: int, batches: int, mixup: int, workers: int, kind: str) -> dict:
+    """Start-up time and images/s of batches() with workers of `kind`."""
+    loader = make_loader(paths, size, mixup, workers, kind)
     try:
         stream = loader.batches(batch)
         t = time.perf_counter()
@@ -144,8 +144,8 @@ def time_steps(step, x, t, steps: int) -> float:
     return statistics.median(times)
 
 
-def training(paths, size: int, batch: int, steps: int, mixup: int, workers: int) -> dict:
-    """Seconds per training step alone, and with the loader feeding it from workers."""
+def training(paths, size: int, batch: int, steps: int, mixup: int, workers: int, kinds) -> dict:
+    """Seconds per training step alone, and with the loader feeding it from workers of each kind."""
     net = training_net(size, batch)
     x, t = make_loader(paths, size, mixup, 0).load(batch)
     out = {"plain_forward_backward_s": round(time_steps(plain_step(net), x, t, steps), 3)}
@@ -154,25 +154,27 @@ def training(paths, size: int, batch: int, steps: int, mixup: int, workers: int)
     if step is None:
         step, kind = plain_step(net), "plain forward+backward"
     alone = time_steps(step, x, t, steps)
-    loader = make_loader(paths, size, mixup, workers)
-    waits, totals = [], []
-    try:
-        stream = loader.batches(batch)
-        x, t = next(stream)  # workers start; not counted
-        step(x, t)
-        for _ in range(steps):
-            s = time.perf_counter()
-            x, t = next(stream)
-            waits.append(time.perf_counter() - s)
+    out.update({"step": kind, "step_s_alone": round(alone, 3), "images_per_s_consumed": round(batch / alone, 2)})
+    for loader_kind in kinds:
+        loader = make_loader(paths, size, mixup, workers, loader_kind)
+        waits, totals = [], []
+        try:
+            stream = loader.batches(batch)
+            x, t = next(stream)  # workers start; not counted
             step(x, t)
-            totals.append(time.perf_counter() - s)
-    finally:
-        loader.close()
-    out.update({"step": kind, "step_s_alone": round(alone, 3),
-                "step_s_with_loader": round(statistics.median(totals), 3),
-                "wait_for_batch_s": round(statistics.mean(waits), 3),
-                "images_per_s_consumed": round(batch / alone, 2),
-                "images_per_s_trained_with_loader": round(batch * len(totals) / sum(totals), 2)})
+            for _ in range(steps):
+                s = time.perf_counter()
+                x, t = next(stream)
+                waits.append(time.perf_counter() - s)
+                step(x, t)
+                totals.append(time.perf_counter() - s)
+        finally:
+            loader.close()
+        total = statistics.median(totals)
+        out[loader_kind] = {"step_s_with_loader": round(total, 3),
+                            "wait_for_batch_s": round(statistics.mean(waits), 3),
+                            "loader_cost_of_step": round(total / alone - 1, 3),
+                            "images_per_s_trained_with_loader": round(batch * len(totals) / sum(totals), 2)}
     return out
 
 
@@ -182,6 +184,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--batches", type=int, default=6, help="batches timed per measurement")
     ap.add_argument("--workers", type=int, default=None, help="default: one per CPU core")
+    ap.add_argument("--kind", choices=("thread", "process", "both"), default="both", help="loader workers")
     ap.add_argument("--images", help="a train.txt list instead of the synthetic images")
     ap.add_argument("--no-train", action="store_true", help="skip the training-step measurements")
     a = ap.parse_args()
@@ -190,6 +193,7 @@ def main() -> None:
     from darknet_py.data import default_workers, read_list
 
     workers = default_workers() if a.workers is None else a.workers
+    kinds = ("thread", "process") if a.kind == "both" else (a.kind,)
     result = {"cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "workers": workers,
               "size": a.size, "batch": a.batch, "augment": AUGMENT, "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -198,9 +202,9 @@ def main() -> None:
         for name, mixup in CASES.items():
             case = {"mixup_code": mixup,
                     "images_per_s_one_process": round(in_process(paths, a.size, a.batch, a.batches, mixup), 2),
-                    "workers": with_workers(paths, a.size, a.batch, a.batches, mixup, workers)}
+                    **{k: with_workers(paths, a.size, a.batch, a.batches, mixup, workers, k) for k in kinds}}
             if not a.no_train and name == "mosaic":
-                case["training"] = training(paths, a.size, a.batch, max(3, a.batches // 2), mixup, workers)
+                case["training"] = training(paths, a.size, a.batch, max(3, a.batches // 2), mixup, workers, kinds)
             result["cases"][name] = case
     print(json.dumps(result, indent=1))
 

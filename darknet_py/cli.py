@@ -22,6 +22,7 @@ HELP = """darknet.py: upstream darknet's command line (AlexeyAB/darknet), on PyT
 
   darknet.py detector train DATA CFG [WEIGHTS] [-map] [-dont_show] [-clear] [-gpus 0,1] [-chart F]
                                                 [-mAP_epochs N] [-show_imgs] [-train_flavor cudnn|cpu] [-seed N]
+                                                [-workers N]
   darknet.py detector test DATA CFG WEIGHTS [IMAGE] [-thresh T] [-ext_output] [-dont_show] [-letter_box] [-out F]
   darknet.py detector map|valid|recall DATA CFG WEIGHTS [-thresh T] [-iou_thresh T] [-points N] [-letter_box]
   darknet.py detector calc_anchors DATA -num_of_clusters N -width W -height H [-show]
@@ -39,6 +40,8 @@ Flags are upstream's (single dash, anywhere on the line). darknet_py's own:
                        backward overwrites the gradient of the layer before it, and route/upsample
                        gradients are never cleared, so it learns poorly; use it to reproduce that build.
   -seed N              reproducible initialisation, augmentation and multi-scale sizes.
+  -workers N           data loading threads (default: one per CPU core, at most 8; 0: none, load
+                       each batch in the training thread).
 """
 
 
@@ -76,6 +79,7 @@ def detector_parser() -> argparse.ArgumentParser:
     # darknet_py's own: which upstream build's training arithmetic to follow (see README)
     p.add_argument("-train_flavor", choices=("cpu", "cudnn"))
     p.add_argument("-seed", type=int)  # darknet_py's own: reproducible initialisation and augmentation
+    p.add_argument("-workers", type=int)  # darknet_py's own: data loading threads (default: one per core, <= 8)
     p.add_argument("-i", type=int, default=0)
     p.add_argument("-nogpu", action="store_true")
     p.add_argument("positional", nargs="*")
@@ -165,7 +169,7 @@ def train(args) -> int:
     gpus = [int(g) for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     kw = dict(clear=args.clear, dont_show=args.dont_show, calc_map=args.map, thresh=args.thresh,
               iou_thresh=args.iou_thresh, show_imgs=args.show_imgs, chart=args.chart, map_epochs=args.mAP_epochs,
-              flavor=args.train_flavor, seed=args.seed)
+              flavor=args.train_flavor, seed=args.seed, workers=args.workers)
     # --- several processes (train/distributed.py): -gpus with several ids, or under torchrun ---
     from .train import distributed
     if distributed.requested(gpus):

@@ -1,13 +1,25 @@
 """Upstream: load_data / load_threads (src/data.c) and the data side of train_detector
-(src/detector.c): batches of augmented images and truth, prepared ahead in worker
-processes, plus the random=1 multi-scale size schedule.
+(src/detector.c): batches of augmented images and truth, prepared ahead by worker threads
+(as upstream's pthreads), plus the random=1 multi-scale size schedule.
+
+Threads, not processes, by measurement (benchmarks/loader.py): OpenCV and numpy release the
+GIL for the work that costs (decode, resize, warp, colour conversion), so threads load as
+fast, start at once, share the image list without copies, and die with the trainer whatever
+kills it (worker processes outlived a SIGKILLed trainer, orphaned to init). `kind="process"`
+keeps torch DataLoader worker processes for machines where the GIL does limit loading; they
+ask to die with their parent (PR_SET_PDEATHSIG), but after a SIGKILL of the trainer its
+forkserver was still seen holding the trainer's output pipes, so threads are the default.
 """
 from __future__ import annotations
 
+import collections
+import ctypes
 import math
 import multiprocessing
 import os
+import signal
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
 import cv2
@@ -101,10 +113,50 @@ def _worker_context(method: str):
     return ctx
 
 
+def die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when the process that started it dies, however it
+    dies (prctl PR_SET_PDEATHSIG). Elsewhere nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _init_worker(_worker_id: int) -> None:
-    # One thread per worker: the workers themselves are the parallelism.
+    # One thread per worker: the workers themselves are the parallelism. The forkserver they
+    # are forked from exits when the trainer's end of its pipe closes; they then follow it.
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+    die_with_parent()
+
+
+class _ThreadStream:
+    """Batches made by `workers` threads, `depth` requests ahead, handed out in request order."""
+
+    def __init__(self, maker, requests, workers: int, depth: int):
+        self.maker, self.requests = maker, iter(requests)
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="darknet-loader")
+        self.pending: collections.deque = collections.deque()
+        self.depth = max(1, depth)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        while len(self.pending) < self.depth:
+            self.pending.append(self.pool.submit(self.maker, *next(self.requests)))
+        return self.pending.popleft().result()
+
+    def close(self) -> None:
+        for f in self.pending:
+            f.cancel()
+        self.pending.clear()
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _as_is(batch):
@@ -142,7 +194,7 @@ class DetectionLoader:
                  mosaic_bound: int = 0, show_imgs: bool = False, seed=None, workers: int | None = None,
                  prefetch: int = DEFAULT_PREFETCH, bad_list: str | None = "bad.list",
                  bad_label_list: str | None = "bad_label.list", show_dir: str = ".",
-                 start_method: str = "forkserver", pin_memory: bool = False):
+                 start_method: str = "forkserver", pin_memory: bool = False, kind: str = "thread"):
         if classes is None:
             raise ValueError("DetectionLoader needs classes= (labels are checked against it)")
         opt = normalize(AugmentOptions(
@@ -155,6 +207,9 @@ class DetectionLoader:
         self.workers = default_workers() if workers is None else max(0, int(workers))
         self.prefetch = max(1, int(prefetch))
         self.start_method, self.pin_memory = start_method, bool(pin_memory)
+        if kind not in ("thread", "process"):
+            raise ValueError(f"loader kind must be 'thread' or 'process', not {kind!r}")
+        self.kind = kind
         self.show_imgs = bool(show_imgs)
         self._told_show_imgs = False
         self._maker = _BatchMaker(paths, opt, show_dir if show_imgs else None)
@@ -171,28 +226,36 @@ class DetectionLoader:
         return x, truth
 
     def batches(self, n: int, sizes_fn: Callable[[], tuple] | None = None) -> Iterator[tuple]:
-        """Endless (x, truth) batches of n images, prepared ahead by worker processes.
+        """Endless (x, truth) batches of n images, prepared ahead by the workers (threads, or
+        processes with kind="process"; none: in this thread).
 
         sizes_fn() is called once per batch, in order, when the batch is queued (so a
         few batches ahead of the one being trained on); it returns (w, h), or (w, h, n)
         to change the batch size too. Default: the network size.
 
         Workers start when the first batch is asked for and stop with close() (or when
-        the iterator is dropped). They re-import the main script as any multiprocessing
-        child does, so a training script needs the `if __name__ == "__main__":` guard.
+        the iterator is dropped). Worker processes re-import the main script as any
+        multiprocessing child does, so a training script needs the `if __name__ ==
+        "__main__":` guard.
         """
         if self.workers == 0:
             yield from self._batches_here(n, sizes_fn)
             return
-        stream = DataLoader(_BatchDataset(self._maker), batch_size=None, sampler=_Requests(self, n, sizes_fn),
-                            num_workers=self.workers, prefetch_factor=self.prefetch, collate_fn=_as_is,
-                            worker_init_fn=_init_worker, persistent_workers=False, pin_memory=self.pin_memory,
-                            multiprocessing_context=_worker_context(self.start_method))
-        it = iter(stream)
+        if self.kind == "thread":
+            cv2.setNumThreads(1)  # the threads are the parallelism; OpenCV's own pool would compete
+            it = _ThreadStream(self._maker, _Requests(self, n, sizes_fn), self.workers, self.workers * self.prefetch)
+        else:
+            stream = DataLoader(_BatchDataset(self._maker), batch_size=None, sampler=_Requests(self, n, sizes_fn),
+                                num_workers=self.workers, prefetch_factor=self.prefetch, collate_fn=_as_is,
+                                worker_init_fn=_init_worker, persistent_workers=False, pin_memory=self.pin_memory,
+                                multiprocessing_context=_worker_context(self.start_method))
+            it = iter(stream)
         self._streams.append(it)
         try:
             for x, truth, issues in it:
                 self._reporter.emit(issues)
+                if self.pin_memory and self.kind == "thread":
+                    x, truth = x.pin_memory(), truth.pin_memory()
                 yield x, truth
         finally:
             self._shutdown(it)
@@ -219,12 +282,12 @@ class DetectionLoader:
     def _shutdown(self, it) -> None:
         if it in self._streams:
             self._streams.remove(it)
-        stop = getattr(it, "_shutdown_workers", None)
+        stop = getattr(it, "close", None) or getattr(it, "_shutdown_workers", None)
         if stop is not None:
             stop()
 
     def close(self) -> None:
-        """Stop the worker processes of every open batches() stream."""
+        """Stop the workers of every open batches() stream."""
         for it in list(self._streams):
             self._shutdown(it)
 
@@ -242,7 +305,7 @@ class DetectionLoader:
 
 
 def default_workers() -> int:
-    """Worker processes by default: one per CPU core, at most 8."""
+    """Workers by default: one per CPU core, at most 8."""
     return max(1, min(8, os.cpu_count() or 1))
 
 

@@ -347,7 +347,8 @@ def run_rank(datacfg: str, cfgfile: str, weightfile: str | None, *, gpus=None, *
     try:
         dist = init_from_env(gpus)
         dist.interrupted = state["interrupted"]
-        kw.setdefault("workers", max(1, min(8, (os.cpu_count() or 1) // dist.local_world_size)))
+        if kw.get("workers") is None:  # the cores shared among this machine's processes
+            kw["workers"] = max(1, min(8, (os.cpu_count() or 1) // dist.local_world_size))
         device_ids = [dist.device.index] if dist.device.type == "cuda" else None
         if dist.is_main:
             code = train_detector(datacfg, cfgfile, weightfile, gpus=device_ids, dist=dist, **kw)
@@ -377,6 +378,9 @@ def _free_port() -> int:
 
 
 def _child(entry, argv: list[str], env: dict) -> None:
+    from ..data.loader import die_with_parent
+
+    die_with_parent()  # a SIGKILLed launcher leaves no training process behind
     os.environ.update(env)
     sys.exit(entry(argv))
 

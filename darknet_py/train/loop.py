@@ -9,8 +9,11 @@ gradient there (the logistic inside the yolo layer is not differentiated).
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,6 +190,7 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
         if main_rank:
             trainer.net.save_weights(path)
 
+    restore_sigterm = raise_on_sigterm()
     try:
         if trainer.iteration < o.max_batches:
             stream = iter(loader.batches(imgs, sizes))
@@ -244,11 +248,14 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
             if save_every > save_last and (it >= iter_save_last + save_last or (it % save_last == 0 and it > 1)):
                 iter_save_last = it
                 save(last)
-    except KeyboardInterrupt:
-        save(last)
-        print(f"\nInterrupted: saved {last}", file=err)
-        return 130
+    except KeyboardInterrupt as e:
+        with ignoring_interrupts():  # a second Ctrl-C or SIGTERM must not cut the save short
+            save(last)
+        terminated = isinstance(e, Terminated)
+        print(f"\n{'Terminated (SIGTERM)' if terminated else 'Interrupted'}: saved {last}", file=err)
+        return 143 if terminated else 130
     finally:
+        restore_sigterm()
         if bar is not None:
             bar.close()
         loader.close()
@@ -258,6 +265,37 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
     print(f"Saving weights to {final}", file=err)
     print("If you want to train from the beginning, then use flag in the end of training command: -clear ", file=out)
     return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, `docker stop`, `timeout`): handled as Ctrl-C is."""
+
+
+def raise_on_sigterm():
+    """From now on SIGTERM raises Terminated in the main thread (elsewhere: nothing changes).
+    Returns the function that puts the previous handler back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def on_term(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def ignoring_interrupts():
+    """SIGINT and SIGTERM ignored for the duration (the main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 class _NoChart:

@@ -1,7 +1,9 @@
-"""DetectionLoader plumbing: worker processes, sizes, seeds, options from a network,
+"""DetectionLoader plumbing: worker threads and processes, sizes, seeds, options from a network,
 cutmix / letter_box+mosaic handling, -show_imgs previews, multi-scale sizes."""
 import multiprocessing as mp
 import re
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -29,9 +31,10 @@ def test_batches_sizes_and_prefetch(scene):
 
 
 def test_batches_are_the_same_with_any_worker_count(scene):
-    def take(workers):
+    def take(workers, kind="thread"):
         loader = DetectionLoader([scene], width=64, height=64, classes=3, jitter=0.3, flip=1, mixup=3,
-                                 hue=0.1, saturation=1.5, exposure=1.5, seed=42, workers=workers, **QUIET)
+                                 hue=0.1, saturation=1.5, exposure=1.5, seed=42, workers=workers, kind=kind,
+                                 **QUIET)
         try:
             stream = loader.batches(3)
             return [next(stream) for _ in range(3)]
@@ -41,11 +44,31 @@ def test_batches_are_the_same_with_any_worker_count(scene):
     a, b = take(0), take(2)
     for (xa, ta), (xb, tb) in zip(a, b):
         assert np.array_equal(xa.numpy(), xb.numpy()) and np.array_equal(ta.numpy(), tb.numpy())
+    c = take(2, "process")
+    for (xa, ta), (xc, tc) in zip(a, c):
+        assert np.array_equal(xa.numpy(), xc.numpy()) and np.array_equal(ta.numpy(), tc.numpy())
+
+
+def _loader_threads():
+    return {t for t in threading.enumerate() if t.name.startswith("darknet-loader")}
+
+
+def test_close_stops_worker_threads(scene):
+    before = _loader_threads()
+    loader = DetectionLoader([scene], width=64, height=64, classes=3, seed=0, workers=2, **QUIET)
+    stream = loader.batches(2)
+    next(stream)
+    assert len(_loader_threads() - before) == 2
+    loader.close()
+    deadline = time.monotonic() + 5
+    while _loader_threads() - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _loader_threads() - before
 
 
 def test_close_stops_worker_processes(scene):
     before = set(mp.active_children())
-    loader = DetectionLoader([scene], width=64, height=64, classes=3, seed=0, workers=2, **QUIET)
+    loader = DetectionLoader([scene], width=64, height=64, classes=3, seed=0, workers=2, kind="process", **QUIET)
     stream = loader.batches(2)
     next(stream)
     assert len(set(mp.active_children()) - before) == 2
