@@ -93,25 +93,37 @@ class UpstreamCpuBatchNorm(torch.autograd.Function):
     """Upstream: normalize_cpu + scale_bias + add_bias forward, backward_batchnorm_layer backward.
 
     Inputs x (N, C, H, W), scales, biases and the (non-differentiable) batch mean and
-    unbiased variance."""
+    unbiased variance. Every formula is per channel but two sums over the map, sum(dy) and
+    sum(dy * (x - mean)) (what aten's batch-norm backward reduces in one pass), so the
+    backward is two passes over memory where the formula by formula form took ten:
+
+        x_norm = (x - mean) * istd,  istd = 1/sqrt(var + eps)
+        d_scales = sum(dy * x_norm)                                      backward_scale_cpu
+        mean_delta = scales * sum(dy) * -istd                            mean_delta_cpu
+        var_delta = scales * sum(dy * (x - mean)) * -.5 * istd^3         variance_delta_cpu
+        dx = dy * scales / (sqrt(var) + eps) + x * 2 var_delta / n       normalize_delta_cpu
+             + (mean_delta - 2 var_delta mean) / n
+    """
 
     @staticmethod
     def forward(ctx, x, scales, biases, mean, var):
-        x_norm = (x - _c(mean)) / _c(torch.sqrt(var + EPS))
-        ctx.save_for_backward(x, x_norm, scales, mean, var)
-        return x_norm * _c(scales) + _c(biases)
+        istd = torch.rsqrt(var + EPS)
+        k = scales * istd
+        ctx.save_for_backward(x, scales, mean, var, istd)
+        return torch.addcmul(_c(biases - mean * k), x, _c(k))  # (x - mean)*istd*scales + biases
 
     @staticmethod
     def backward(ctx, dy):
-        x, x_norm, scales, mean, var = ctx.saved_tensors
-        dims = (0, 2, 3)
+        x, scales, mean, var, istd = ctx.saved_tensors
         n = x.numel() // x.shape[1]  # batch * spatial
-        d_scales = (dy * x_norm).sum(dims)  # backward_scale_cpu
-        d = dy * _c(scales)  # scale_bias on the delta
-        mean_delta = d.sum(dims) * (-1.0 / torch.sqrt(var + EPS))  # mean_delta_cpu
-        xc = x - _c(mean)
-        var_delta = (d * xc).sum(dims) * (-0.5 * (var + EPS) ** -1.5)  # variance_delta_cpu
-        dx = d / _c(torch.sqrt(var) + EPS) + _c(var_delta) * 2 * xc / n + _c(mean_delta) / n  # normalize_delta_cpu
+        _, sum_dy_xhat, sum_dy = torch.ops.aten.native_batch_norm_backward(
+            dy, x, None, None, None, mean, istd, True, EPS, [False, True, True])
+        d_scales = sum_dy_xhat
+        mean_delta = scales * sum_dy * -istd
+        var_delta = scales * (sum_dy_xhat / istd) * (-0.5 * istd ** 3)
+        b = 2 * var_delta / n
+        dx = torch.addcmul(_c(mean_delta / n - b * mean), dy, _c(scales / (torch.sqrt(var) + EPS)))
+        dx.addcmul_(x, _c(b))
         d_biases = torch.zeros_like(scales)  # upstream's CPU backward leaves bias_updates alone
         return dx, d_scales, d_biases, None, None
 
@@ -141,10 +153,7 @@ class CudnnBatchNormBackward(torch.autograd.Function):
 
 def batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Upstream: mean_cpu, variance_cpu: per-channel mean and variance / (batch*spatial - 1)."""
-    x = x.detach()
-    n = x.numel() // x.shape[1]
-    mean = x.mean((0, 2, 3))
-    var = ((x - _c(mean)) ** 2).sum((0, 2, 3)) / (n - 1)
+    var, mean = torch.var_mean(x.detach(), (0, 2, 3), correction=1)
     return mean, var
 
 

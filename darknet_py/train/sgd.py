@@ -54,6 +54,7 @@ class UpstreamSGD:
         self.buffers: dict[torch.Tensor, torch.Tensor] = {}  # upstream's *_updates, kept between steps
         self.adam_state: dict[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] = {}
         self.ema: dict[torch.Tensor, torch.Tensor] = {}
+        self._all_finite = True  # set by step(): every guarded weight and update finite
         layers = net.layers
         last_stop = max((l.index for l in layers if l.stopbackward == 1), default=0)
         self.trainable = [l.index >= last_stop for l in layers]  # upstream's l.train
@@ -112,19 +113,41 @@ class UpstreamSGD:
         seq = max(o.subdivisions // o.sequential_subdivisions, 1) if o.sequential_subdivisions else 1
         batch = o.mini_batch * o.subdivisions * seq
         self._collect()
-        for layer in self.net.layers:
-            i = layer.index
-            if not self.trainable[i]:
-                continue
-            if layer.burnin_update and layer.burnin_update * o.burn_in > iteration:
-                continue
-            if self.train_only_bn[i]:
-                continue
-            if not layer.dont_update < iteration:
-                continue
+        layers = [l for l in self.net.layers if self._updates_now(l, iteration)]
+        # upstream's NaN/inf repairs of conv and shortcut weights and their updates change
+        # nothing when every value is finite: one check (one host read) for all of them
+        guarded = [t for l in layers for t in self._nan_guarded(l)]
+        self._all_finite = bool(torch.isfinite(torch.stack([t.sum() for t in guarded]).sum())) if guarded else True
+        for layer in layers:
             self._update_layer(layer, rate, batch, iteration)
         if o.ema_alpha:
             self._ema_step(iteration)
+
+    def _updates_now(self, layer, iteration: int) -> bool:
+        i = layer.index
+        if not self.trainable[i] or self.train_only_bn[i]:
+            return False
+        if layer.burnin_update and layer.burnin_update * self.options.burn_in > iteration:
+            return False
+        return layer.dont_update < iteration
+
+    def _nan_guarded(self, layer) -> list[torch.Tensor]:
+        """The weights (and their update buffers) upstream repairs NaN/inf in before an update."""
+        if isinstance(layer, Convolutional):
+            w = layer.conv_weight()
+        elif layer.type_name == "shortcut" and layer.nweights:
+            w = layer.weights
+        else:
+            return []
+        return [w] + ([self.buffers[w]] if w in self.buffers else [])
+
+    def _repaired(self, w: torch.Tensor) -> torch.Tensor:
+        """reset_nan_and_inf of w's update buffer and fix_nan_and_inf of w; the buffer."""
+        u = self._updates(w)
+        if not self._all_finite:  # a sum of finite values can overflow too: then look closely
+            u = _reset_nan(u)
+            _fix_nan(w)
+        return u
 
     def _update_layer(self, layer, rate: float, batch: int, t: int) -> None:
         o = self.options
@@ -134,8 +157,7 @@ class UpstreamSGD:
         kind = layer.type_name
         if isinstance(layer, Convolutional):
             w, b = layer.conv_weight(), layer.conv_bias()
-            u = _reset_nan(self._updates(w))
-            _fix_nan(w)
+            u = self._repaired(w)
             k = w[0].numel()
             if layer.grad_centr and layer.bn and k % 32 == 0:
                 u = u - u.reshape(w.shape[0], -1).mean(1).view(-1, 1, 1, 1)
@@ -156,8 +178,7 @@ class UpstreamSGD:
                 self._sgd(p, lr_b, o.momentum)
         elif kind == "shortcut" and layer.nweights:
             w = layer.weights
-            self.buffers[w] = _reset_nan(self._updates(w))
-            _fix_nan(w)
+            self.buffers[w] = self._repaired(w)
             self._sgd(w, lr_b, o.momentum, clamp=1.0)
 
     # -- EMA ------------------------------------------------------------------------
