@@ -351,12 +351,12 @@ def run_rank(datacfg: str, cfgfile: str, weightfile: str | None, *, gpus=None, *
             kw["workers"] = max(1, min(8, (os.cpu_count() or 1) // dist.local_world_size))
         device_ids = [dist.device.index] if dist.device.type == "cuda" else None
         if dist.is_main:
-            code = train_detector(datacfg, cfgfile, weightfile, gpus=device_ids, dist=dist, **kw)
+            code = train_detector(datacfg, cfgfile, weightfile, gpus=device_ids, device=dist.device, dist=dist, **kw)
         else:
             kw.update(calc_map=False, chart=None)
             with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
                 kw.update(out=null, err=null)
-                code = train_detector(datacfg, cfgfile, weightfile, gpus=device_ids, dist=dist, **kw)
+                code = train_detector(datacfg, cfgfile, weightfile, gpus=device_ids, device=dist.device, dist=dist, **kw)
         completed = code == 0
         return code
     except KeyboardInterrupt:

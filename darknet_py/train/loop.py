@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..chart import TrainChart
+from ..devices import select_device
 from ..network import Network, announce_detection_layers, build_network
 from ..gaussian_delta import gaussian_yolo_delta
 from ..region_delta import region_delta
@@ -129,9 +130,10 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
                    dont_show: bool = True, calc_map: bool = False, thresh: float = 0.25, iou_thresh: float = 0.5,
                    show_imgs: bool = False, chart: str | None = None, map_epochs: int = 4, gpus: list[int] | None = None,
                    workers: int | None = None, seed: int | None = None, out=sys.stdout, err=sys.stderr,
-                   dist=None, flavor: str | None = None) -> int:
+                   dist=None, flavor: str | None = None, device: torch.device | str | None = None) -> int:
     """`dist`: a distributed.Dist when this is one of several processes (rank 0 alone prints
-    and writes files; see darknet_py/train/distributed.py)."""
+    and writes files; see darknet_py/train/distributed.py). `device`: default upstream's rule
+    (devices.select_device: gpus[0], else GPU 0 when CUDA is present, else the CPU)."""
     from ..data import loader_from_net, read_list, read_obj_data, sizes_from_net
 
     data = read_obj_data(datacfg)
@@ -142,7 +144,7 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
     backup = data.backup
     base = basecfg(cfgfile)
     print(base, file=out)
-    device = _device(gpus)
+    device = torch.device(device) if device is not None else select_device(gpus=gpus)
     net = build_network(cfgfile, train=True)
     net.initialize(seed)  # as upstream: random layers first, then whatever the weights file holds
     if flavor:
@@ -329,9 +331,3 @@ def _progress(total: int, start: int, out):
     from tqdm import tqdm
 
     return tqdm(total=total, initial=start, unit="it", file=sys.stderr, dynamic_ncols=True, leave=False)
-
-
-def _device(gpus) -> torch.device:
-    if gpus and torch.cuda.is_available():
-        return torch.device(f"cuda:{gpus[0]}")
-    return torch.device("cpu")
