@@ -104,9 +104,11 @@ class Trainer:
         total = 0.0
         self.sgd.zero_grad()
         for i in range(n):
-            # the loader hands tensors (numpy arrays work too): no copy on the CPU
-            xs = torch.as_tensor(x[i * mb:(i + 1) * mb]).to(self.device)
-            ts = torch.as_tensor(truth[i * mb:(i + 1) * mb]).to(self.device)
+            # the loader hands tensors (numpy arrays work too): no copy on the CPU, one
+            # non-blocking copy of pinned memory to a GPU; the truth stays on the host, where
+            # the detection layers plan their assignments (yolo_delta.py)
+            xs = torch.as_tensor(x[i * mb:(i + 1) * mb]).to(self.device, non_blocking=True)
+            ts = torch.as_tensor(truth[i * mb:(i + 1) * mb])
             net.seen += mb
             net.current_subdivision = i
             res = forward_backward(net, xs, ts, err)
@@ -175,7 +177,8 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
     trainer.dist = dist
     start_iteration = trainer.iteration
     data_seed, sizes_seed = (seed, seed) if dist is None else dist.seeds(seed)
-    loader = loader_from_net(net, paths, data.classes, show_imgs=show_imgs, seed=data_seed, workers=workers)
+    loader = loader_from_net(net, paths, data.classes, show_imgs=show_imgs, seed=data_seed, workers=workers,
+                             pin_memory=device.type == "cuda")
     sizes = sizes_from_net(net, seed=sizes_seed, start_iteration=start_iteration)
     if dist is not None:
         sizes = dist.strided(sizes)
