@@ -102,6 +102,8 @@ class Trainer:
         mb = o.mini_batch
         n = x.shape[0] // mb
         total = 0.0
+        if self.dist is not None and self.dist.should_stop():  # Ctrl-C / SIGTERM in any process
+            raise Terminated() if self.dist.terminated else KeyboardInterrupt()
         self.sgd.zero_grad()
         for i in range(n):
             # the loader hands tensors (numpy arrays work too): no copy on the CPU, one
@@ -195,7 +197,7 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
         if main_rank:
             trainer.net.save_weights(path)
 
-    restore_sigterm = raise_on_sigterm()
+    restore_sigterm = raise_on_sigterm() if dist is None else (lambda: None)  # distributed: run_rank's
     try:
         if trainer.iteration < o.max_batches:
             stream = iter(loader.batches(imgs, sizes))
