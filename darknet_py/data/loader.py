@@ -243,7 +243,8 @@ class DetectionLoader:
             return
         if self.kind == "thread":
             cv2.setNumThreads(1)  # the threads are the parallelism; OpenCV's own pool would compete
-            it = _ThreadStream(self._maker, _Requests(self, n, sizes_fn), self.workers, self.workers * self.prefetch)
+            depth = prefetch_depth(self.workers * self.prefetch, n, self.options.channels, self.width, self.height)
+            it = _ThreadStream(self._maker, _Requests(self, n, sizes_fn), self.workers, depth)
         else:
             stream = DataLoader(_BatchDataset(self._maker), batch_size=None, sampler=_Requests(self, n, sizes_fn),
                                 num_workers=self.workers, prefetch_factor=self.prefetch, collate_fn=_as_is,
@@ -302,6 +303,18 @@ class DetectionLoader:
             self.close()
         except Exception:
             pass
+
+
+def prefetch_depth(wanted: int, n: int, channels: int, width: int, height: int) -> int:
+    """How many batches to prepare ahead: `wanted`, but never more than an eighth of the memory
+    available now can hold (a batch of 64 images at 896 x 896 is 600 MB; random=1 may make
+    them twice that), and at least one."""
+    batch_bytes = 2 * 4 * n * channels * width * height  # float32, room for a multi-scale size
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return max(1, wanted)
+    return max(1, min(wanted, available // 8 // max(batch_bytes, 1)))
 
 
 def default_workers() -> int:
