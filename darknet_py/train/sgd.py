@@ -72,11 +72,14 @@ class UpstreamSGD:
 
     def _collect(self) -> None:
         """Backward's share of upstream's buffers: buffer += loss_scale * (-grad), then no grad."""
-        ls = f32(self.options.loss_scale)
+        ls = float(f32(self.options.loss_scale))
         for p in self.net.parameters():
             if p.grad is not None:
                 u = self.buffers.get(p)
-                self.buffers[p] = (-ls * p.grad if u is None else u - ls * p.grad).detach()
+                if u is None:
+                    self.buffers[p] = p.grad.detach().mul_(-ls)  # the gradient's memory becomes the buffer
+                else:
+                    u.add_(p.grad.detach(), alpha=-ls)
                 p.grad = None
 
     def _updates(self, p: torch.Tensor) -> torch.Tensor:
@@ -84,14 +87,16 @@ class UpstreamSGD:
         return torch.zeros_like(p).detach() if u is None else u
 
     def _sgd(self, p, lr_b, momentum, decay_b=None, clamp=None) -> None:
+        """In place on the buffer (one pass over memory each): clamp, decay, step, momentum."""
         u = self._updates(p)
         with torch.no_grad():
             if clamp is not None:
-                u = u.clamp(-clamp, clamp)
+                u.clamp_(-clamp, clamp)
             if decay_b is not None:
-                u = u + f32(-decay_b) * p
-            p.add_(f32(lr_b) * u)
-        self.buffers[p] = f32(momentum) * u
+                u.add_(p, alpha=float(f32(-decay_b)))
+            p.add_(u, alpha=float(f32(lr_b)))
+            u.mul_(float(f32(momentum)))
+        self.buffers[p] = u
 
     def _adam(self, p, lr, decay_b, t) -> None:
         o = self.options
