@@ -106,7 +106,8 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def step_rate(cfg_text: str, flavor: str, batch: int, size: int, classes: int, iters: int, device) -> dict:
+def step_rate(cfg_text: str, flavor: str, batch: int, size: int, classes: int, iters: int, device,
+              channels_last: bool | None = None) -> dict:
     from darknet_py.train import loop
 
     net = build(cfg_text)
@@ -116,6 +117,8 @@ def step_rate(cfg_text: str, flavor: str, batch: int, size: int, classes: int, i
             p.normal_(0, 0.05)
     net.train_flavor = flavor
     trainer = loop.Trainer(net, device)
+    if channels_last is not None:
+        trainer.channels_last = channels_last
     max_boxes = max(getattr(l, "max_boxes", 0) for l in net.layers) or 90
     x, truth = synthetic_batch(batch, size, max_boxes, classes, np.random.default_rng(0))
     devnull = open(os.devnull, "w")
@@ -214,6 +217,8 @@ def main() -> None:
     ap.add_argument("--flavors", default="cudnn,cpu")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--memory-format", default="default", choices=("default", "nchw", "nhwc", "both"),
+                    help="the step's memory format (default: the Trainer's choice, NHWC on the CPU)")
     ap.add_argument("--wall", action="store_true", help="also time whole detector train runs")
     ap.add_argument("--upstream", help="upstream's darknet binary: time its whole runs on the same cfg and data")
     ap.add_argument("--short", type=int, default=4, help="iterations of the short whole run")
@@ -228,11 +233,14 @@ def main() -> None:
     out = {"cfg": a.cfg, "size": a.size, "batch": a.batch, "classes": a.classes, "device": str(device),
            "threads": a.threads, "train_gflop_per_image": round(gflop, 3),
            "sgemm": {"gflops": round(sgemm, 1), "bound_images_per_s": round(sgemm / gflop, 3)}, "step": {}}
+    formats = {"default": None} if a.memory_format == "default" else \
+        {f: f == "nhwc" for f in (("nchw", "nhwc") if a.memory_format == "both" else (a.memory_format,))}
     for flavor in a.flavors.split(","):
-        r = step_rate(cfg_text, flavor, a.batch, a.size, a.classes, a.iters, device)
-        r["gflops"] = round(r["images_per_s"] * gflop, 1)
-        r["of_sgemm_bound"] = round(r["images_per_s"] * gflop / sgemm, 3)
-        out["step"][flavor] = r
+        for fmt, cl in formats.items():
+            r = step_rate(cfg_text, flavor, a.batch, a.size, a.classes, a.iters, device, cl)
+            r["gflops"] = round(r["images_per_s"] * gflop, 1)
+            r["of_sgemm_bound"] = round(r["images_per_s"] * gflop / sgemm, 3)
+            out["step"][flavor if fmt == "default" else f"{flavor}-{fmt}"] = r
     bare = bare_rate(cfg_text, a.batch, a.iters, device)
     out["bare"] = {"images_per_s": round(bare, 3), "of_sgemm_bound": round(bare * gflop / sgemm, 3)}
     if a.wall or a.upstream:

@@ -85,6 +85,10 @@ class Trainer:
         self.dist = None  # distributed.Dist when several processes train together
         self.total_bbox = 0
         self.rewritten_bbox = 0
+        # NHWC through the whole network on the CPU: oneDNN's max-pool is several times faster
+        # on it, and its convolutions, batch norm and routes take it as is (benchmarks/train.py
+        # measures both)
+        self.channels_last = self.device.type == "cpu"
 
     def resize(self, width: int, height: int) -> None:
         """upstream's resize_network for random=1: same parameters, another input size."""
@@ -110,9 +114,7 @@ class Trainer:
             # non-blocking copy of pinned memory to a GPU; the truth stays on the host, where
             # the detection layers plan their assignments (yolo_delta.py)
             xs = torch.as_tensor(x[i * mb:(i + 1) * mb]).to(self.device, non_blocking=True)
-            if xs.device.type == "cpu" and xs.dim() == 4:
-                # NHWC through the whole network on the CPU: oneDNN's max-pool is several
-                # times faster on it, and its convolutions, batch norm and routes take it as is
+            if self.channels_last and xs.dim() == 4:
                 xs = xs.contiguous(memory_format=torch.channels_last)
             ts = torch.as_tensor(truth[i * mb:(i + 1) * mb])
             net.seen += mb
