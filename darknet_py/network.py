@@ -114,10 +114,12 @@ class Network(nn.Module):
             return p.device
         return torch.device("cpu")
 
-    def fuse(self) -> "Network":
+    def fuse(self, pack: bool = True) -> "Network":
+        """Fold batch norm into the convolutions for inference; pack: pre-pack them for
+        oneDNN on the CPU (layers/onednn.py), which an ONNX export cannot trace."""
         for layer in self.layers:
             if hasattr(layer, "fuse"):
-                layer.fuse()
+                layer.fuse(pack)
         return self
 
     def output_indices(self) -> list[int]:

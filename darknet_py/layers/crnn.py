@@ -101,9 +101,9 @@ class CRNN(Layer):
         for l in self._convs():
             l.after_load()
 
-    def fuse(self) -> None:
+    def fuse(self, pack: bool = True) -> None:
         for l in self._convs():
-            l.fuse()
+            l.fuse(pack)
         self._fused = True
 
     def unfuse(self) -> None:
