@@ -82,7 +82,7 @@ class Network(nn.Module):
         self.layers = nn.ModuleList(built)
         self.sections = sections
         self.built_for_training = train
-        keep = {len(built) - 1}
+        keep = {len(built) - 1, _network_output_index(built)}
         for layer in built:
             keep.update(layer.refs)
             if layer.type_name in DETECTION_TYPES:
@@ -126,6 +126,11 @@ class Network(nn.Module):
         out = [l.index for l in self.layers if l.type_name in DETECTION_TYPES]
         last = len(self.layers) - 1
         return out + ([last] if last not in out else [])
+
+    def network_output_index(self) -> int:
+        """upstream's get_network_output: the last layer that is not [cost] (whose inference
+        output is zeros): what network_predict returns, a classifier's softmax."""
+        return _network_output_index(self.layers)
 
     def _input_tensor(self, x) -> torch.Tensor:
         t = torch.as_tensor(np.asarray(x, dtype=np.float32))
@@ -216,6 +221,13 @@ class Network(nn.Module):
         """upstream's get_current_batch: images seen / images per iteration."""
         o = self.options
         return self.seen // (o.mini_batch * o.subdivisions) if o.mini_batch else 0
+
+
+def _network_output_index(layers) -> int:
+    i = len(layers) - 1
+    while i > 0 and layers[i].type_name == "cost":
+        i -= 1
+    return i
 
 
 def _override(section: Section, key: str, value: int) -> None:
