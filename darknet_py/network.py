@@ -170,6 +170,13 @@ class Network(nn.Module):
             dets = apply_nms(dets, classes, nms, kind, beta)
         return dets.to_dicts(thresh, keep_empty=keep_all)
 
+    def export_onnx(self, path, **options) -> list[str]:
+        """Write this network as ONNX: predict_raw's outputs, or with postprocess=True
+        get_network_boxes' boxes before NMS; options: export.export_onnx's (batch, width,
+        height, dynamic, postprocess, thresh, raw). Returns the output names."""
+        from .export import export_onnx
+        return export_onnx(self, path, **options)
+
     def initialize(self, seed: int | None = None) -> "Network":
         """Upstream's random initialisation of a fresh network (make_*_layer): what every
         layer holds before a weights file (possibly a partial one) is loaded over it."""
