@@ -38,7 +38,7 @@ def make_weights():
 @pytest.fixture(scope="session")
 def forward_case(tmp_path_factory, make_weights):
     """A forward parity case by name: (its directory, meta.json, a fresh inference network with
-    the fixtures' weights, the input image (3, S, S) float32)."""
+    the fixtures' weights, the input image (3, S, S) float32); the weights are made once."""
     import darknet_py
 
     forward = DATA / "forward"

@@ -4,13 +4,26 @@ Weights are regenerated with the fixtures' own generator (tests/data/make_weight
 input is upstream's resized dog image, and every yolo/region/last layer output must match
 upstream's l.output within 1e-3; the detections after NMS must be upstream's dets.txt.
 """
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import darknet_py
+
 FORWARD = Path(__file__).parent / "data" / "forward"
 CASES = sorted(p.name for p in FORWARD.iterdir() if p.is_dir() and p.name != "inputs")
+
+
+def _case(name, tmp_path_factory, make_weights):
+    d = FORWARD / name
+    meta = json.loads((d / "meta.json").read_text())
+    w = tmp_path_factory.mktemp(name) / "w.weights"
+    make_weights(d / "summary.json", meta["seed"], meta["gain"], w)
+    net = darknet_py.load_network(d / meta["cfg"], w)
+    x = np.fromfile(FORWARD / meta["input"], dtype="<f4").reshape(3, meta["size"], meta["size"])
+    return d, meta, net, x
 
 
 def read_dets(path):
@@ -81,8 +94,8 @@ def _exact_detections(net, x, meta):
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_forward_matches_upstream(name, forward_case):
-    d, meta, net, x = forward_case(name)
+def test_forward_matches_upstream(name, tmp_path_factory, make_weights):
+    d, meta, net, x = _case(name, tmp_path_factory, make_weights)
     out = net.predict_raw(x)
     files = sorted(d.glob("layer*.f32"))
     assert files
