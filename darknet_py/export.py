@@ -160,11 +160,10 @@ def _layer_error(net, layer, message: str) -> CfgError:
 def _export_copy(net, width: int | None, height: int | None):
     """The same network at the export size, built afresh on the CPU in float32 with the
     weights and batch norm folded into plain convolutions (the user's is left alone)."""
-    from .network import Network
     o = net.options
-    # its own sections: a new size is written into them
-    work = Network(copy.deepcopy(net.sections), net.path, batch=net.batch, width=width or o.width,
-                   height=height or o.height, quiet=True)
+    # its own sections: a new size is written into them (type(net): network.py imports this module)
+    work = type(net)(copy.deepcopy(net.sections), net.path, batch=net.batch, width=width or o.width,
+                     height=height or o.height, quiet=True)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in net.state_dict().items()}
     work.load_state_dict(state, assign=True)  # read only: fuse() makes new tensors
     return work.eval().fuse(pack=False)
