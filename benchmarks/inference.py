@@ -8,7 +8,9 @@ Each (cfg, batch) runs in a fresh process so that peak RSS is per case. Weights 
 (F.conv2d + leaky, channels_last, BN folded) to show the per-layer overhead, and reports the
 arithmetic rate reached (upstream's BFLOPs per image x images/s) beside what one large
 float32 matrix product reaches on this machine (`sgemm_gflops`: the practical ceiling of
-direct convolution; the images/s it would allow is `sgemm_bound_images_per_s`).
+direct convolution; the images/s it would allow is `sgemm_bound_images_per_s`). Beside it,
+onnxruntime (CPU, as many threads) on the same network exported by darknet_py/export.py at the
+same batch size (`onnxruntime_images_per_s`; null, with the reason, without the onnx extra).
 """
 from __future__ import annotations
 
@@ -36,6 +38,9 @@ def run_case(cfg: str, size: int, batch: int, seconds: float, threads: int) -> d
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0, 0.05)
+        for layer in net.layers:  # batch norm's rolling variances are buffers, not parameters:
+            if getattr(layer, "bn", 0):  # left at 0 they blow the activations up to inf and NaN
+                layer.rolling_variance.fill_(1.0)
     net.eval().fuse().to(memory_format=torch.channels_last)
     x = torch.rand(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
@@ -65,7 +70,7 @@ def run_case(cfg: str, size: int, batch: int, seconds: float, threads: int) -> d
             bare()
             m += 1
         bt = time.perf_counter() - t1
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # darknet_py's, before onnxruntime's
     bflops = sum(l.bflops for l in net.layers)
     ips = n * batch / dt
     sgemm = sgemm_gflops(seconds)
@@ -73,7 +78,37 @@ def run_case(cfg: str, size: int, batch: int, seconds: float, threads: int) -> d
             "images_per_s": round(ips, 2), "ms_per_batch": round(1000 * dt / n, 1),
             "bare_conv_images_per_s": round(m * batch / bt, 2), "peak_rss_mb": round(rss, 1),
             "bflops_per_image": round(bflops, 3), "gflops": round(ips * bflops, 1),
-            "sgemm_gflops": round(sgemm, 1), "sgemm_bound_images_per_s": round(sgemm / bflops, 2)}
+            "sgemm_gflops": round(sgemm, 1), "sgemm_bound_images_per_s": round(sgemm / bflops, 2),
+            **onnxruntime_case(net, x.contiguous().numpy(), seconds, threads)}
+
+
+def onnxruntime_case(net, x, seconds: float, threads: int) -> dict:
+    """images/s of onnxruntime (CPU) on net's ONNX export (darknet_py/export.py), batch x.shape[0]."""
+    import tempfile
+    from darknet_py.export import ExportError
+
+    try:
+        import onnxruntime as ort
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "net.onnx"
+            t0 = time.perf_counter()
+            net.export_onnx(path, batch=x.shape[0])
+            export_s = time.perf_counter() - t0
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except (ImportError, ExportError) as e:
+        return {"onnxruntime_images_per_s": None, "onnxruntime_note": str(e)}
+    feed = {"input": x}
+    for _ in range(2):
+        sess.run(None, feed)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or n < 3:
+        sess.run(None, feed)
+        n += 1
+    dt = time.perf_counter() - t0
+    return {"onnxruntime_images_per_s": round(n * x.shape[0] / dt, 2), "onnxruntime_ms_per_batch": round(1000 * dt / n, 1),
+            "onnx_export_s": round(export_s, 1)}
 
 
 def sgemm_gflops(seconds: float, n: int = 2048) -> float:

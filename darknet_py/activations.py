@@ -43,7 +43,14 @@ def _mish(x):
     h / (h + 1), so mish = x / (1 + 1/h): arithmetic in place on one temporary instead of
     log1p and tanh (3x faster than torch's mish here); it differs from the tanh form by about
     1 ulp (2e-7 relative, as far from a float64 mish as the tanh form is). With autograd the
-    tanh form, which torch differentiates without overflow."""
+    tanh form, which torch differentiates without overflow.
+
+    In an ONNX export, F.mish (the same function; softplus thresholds 20 as upstream's):
+    it becomes ONNX's one Mish op. The clamped tanh form would become Clip, Exp, Add, Log,
+    Tanh, Mul, which OpenCV's importer fuses into its Mish layer applied to the Clip's
+    output, i.e. mish(min(x, 20)): 20 instead of x for every x > 20 (see export.py)."""
+    if torch.onnx.is_in_onnx_export():
+        return F.mish(x)
     if torch.is_grad_enabled() and x.requires_grad:
         return x * torch.tanh(torch.log1p(torch.exp(torch.clamp(x, -87.0, 20.0))))
     t = torch.clamp(x, -87.0, 20.0).exp_()

@@ -1,9 +1,9 @@
 """Upstream: main (src/darknet.c) and run_detector (src/detector.c).
 
 The command line a darknet user knows: `detector test|train|valid|map|calc_anchors|recall|demo`,
-`partial`, with upstream's positional arguments and single-dash flags, which (as upstream's
-find_arg) may appear anywhere. Every error a user can cause is printed as one line naming the
-file (and line and key where there is one); no traceback.
+`partial`, and darknet_py's own `export` (ONNX), with upstream's positional arguments and
+single-dash flags, which (as upstream's find_arg) may appear anywhere. Every error a user can
+cause is printed as one line naming the file (and line and key where there is one); no traceback.
 """
 from __future__ import annotations
 
@@ -16,7 +16,10 @@ from .devices import DeviceError
 from .image import ImageError
 from .weights import WeightsError
 
-USAGE = "usage: darknet.py <function>\n  functions: detector [test|train|valid|map|calc_anchors|recall|demo] ..., partial CFG WEIGHTS OUT N"
+USAGE = ("usage: darknet.py <function>\n  functions: detector [test|train|valid|map|calc_anchors|recall|demo] ..., "
+         "partial CFG WEIGHTS OUT N, export CFG WEIGHTS OUT.onnx")
+EXPORT_USAGE = ("usage: darknet.py export CFG WEIGHTS OUT.onnx [-batch N] [-width W -height H] [-dynamic] "
+                "[-postprocess [-thresh T]]")
 
 
 HELP = """darknet.py: upstream darknet's command line (AlexeyAB/darknet), on PyTorch.
@@ -232,6 +235,43 @@ def partial(argv) -> int:
     return 0
 
 
+def export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="darknet.py export", add_help=False, allow_abbrev=False)
+    p.add_argument("-batch", type=int, default=1)
+    p.add_argument("-width", type=int, default=0)
+    p.add_argument("-height", type=int, default=0)
+    p.add_argument("-dynamic", action="store_true")
+    p.add_argument("-postprocess", action="store_true")
+    p.add_argument("-thresh", type=float, default=0.25)
+    p.add_argument("positional", nargs="*")
+    return p
+
+
+def export(argv) -> int:
+    """darknet_py's own `export CFG WEIGHTS OUT.onnx` (darknet_py/export.py)."""
+    from .export import ExportError, export_onnx
+    from .network import build_network
+
+    args = parse_flags(export_parser(), argv)
+    if len(args.positional) < 3:
+        raise UsageError(EXPORT_USAGE)
+    cfgfile, weightfile, outfile = args.positional[:3]
+    net = build_network(cfgfile, batch=1, width=args.width or None, height=args.height or None)
+    if weightfile:
+        net.load_weights(weightfile)
+    net.eval()
+    try:
+        names = export_onnx(net, outfile, batch=args.batch, dynamic=args.dynamic, postprocess=args.postprocess,
+                            thresh=args.thresh)
+    except ExportError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
+    o = net.options
+    batch = "N" if args.dynamic else args.batch
+    print(f"Saved {outfile}: input {batch}x{o.channels}x{o.height}x{o.width}, outputs {', '.join(names)}")
+    return 0
+
+
 # ===================================================================== evaluation commands
 # detector map / valid / recall / calc_anchors / demo (darknet_py/eval/). Errors in the
 # user's input (EvalError, a bad list file) are printed as one line, exit status 1.
@@ -345,17 +385,24 @@ def demo_cmd(args) -> int:
 # ================================================================= end of evaluation commands
 
 
-def detector(argv) -> int:
-    if not argv:
-        raise UsageError("usage: darknet.py detector [train/test/valid/demo/map] [data] [cfg] [weights (optional)]")
-    sub, rest = argv[0], argv[1:]
-    args, unknown = detector_parser().parse_known_intermixed_args(rest)
-    args.argv = list(argv)  # the command line again, for train's processes (train/distributed.py)
+def parse_flags(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Flags anywhere among the positional arguments (upstream's find_arg); unknown flags are
+    ignored with a warning, as upstream ignores them."""
+    args, unknown = parser.parse_known_intermixed_args(argv)
     if unknown:
         args.positional += [u for u in unknown if not u.startswith("-")]
         bad = [u for u in unknown if u.startswith("-")]
         if bad:
             print(f"Warning: unknown flag(s) ignored: {' '.join(bad)}", file=sys.stderr)
+    return args
+
+
+def detector(argv) -> int:
+    if not argv:
+        raise UsageError("usage: darknet.py detector [train/test/valid/demo/map] [data] [cfg] [weights (optional)]")
+    sub, rest = argv[0], argv[1:]
+    args = parse_flags(detector_parser(), rest)
+    args.argv = list(argv)  # the command line again, for train's processes (train/distributed.py)
     if sub == "test":
         return test_detector(args)
     if sub == "train":
@@ -389,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
             return detector(rest)
         if cmd == "partial":
             return partial(rest)
+        if cmd == "export":
+            return export(rest)
         raise UsageError(f"Not an option: {cmd}\n{USAGE}")
     except UsageError as e:
         print(str(e), file=sys.stderr)

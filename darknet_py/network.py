@@ -115,7 +115,7 @@ class Network(nn.Module):
         self.layers = nn.ModuleList(built)
         self.sections = sections
         self.built_for_training = train
-        keep = {len(built) - 1}
+        keep = {len(built) - 1, _network_output_index(built)}
         for layer in built:
             keep.update(layer.refs)
             if layer.type_name in DETECTION_TYPES:
@@ -185,16 +185,23 @@ class Network(nn.Module):
             return p.device
         return torch.device("cpu")
 
-    def fuse(self) -> "Network":
+    def fuse(self, pack: bool = True) -> "Network":
+        """Fold batch norm into the convolutions for inference; pack: pre-pack them for
+        oneDNN on the CPU (layers/onednn.py), which an ONNX export cannot trace."""
         for layer in self.layers:
             if hasattr(layer, "fuse"):
-                layer.fuse()
+                layer.fuse(pack)
         return self
 
     def output_indices(self) -> list[int]:
         out = [l.index for l in self.layers if l.type_name in DETECTION_TYPES]
         last = len(self.layers) - 1
         return out + ([last] if last not in out else [])
+
+    def network_output_index(self) -> int:
+        """upstream's get_network_output: the last layer that is not [cost] (whose inference
+        output is zeros): what network_predict returns, a classifier's softmax."""
+        return _network_output_index(self.layers)
 
     def _input_tensor(self, x) -> torch.Tensor:
         t = torch.as_tensor(np.asarray(x, dtype=np.float32))
@@ -233,6 +240,13 @@ class Network(nn.Module):
         if nms:
             dets = apply_nms(dets, classes, nms, kind, beta)
         return dets.to_dicts(thresh, keep_empty=keep_all)
+
+    def export_onnx(self, path, **options) -> list[str]:
+        """Write this network as ONNX: predict_raw's outputs, or with postprocess=True
+        get_network_boxes' boxes before NMS; options: export.export_onnx's (batch, width,
+        height, dynamic, postprocess, thresh, raw). Returns the output names."""
+        from .export import export_onnx
+        return export_onnx(self, path, **options)
 
     def initialize(self, seed: int | None = None) -> "Network":
         """Upstream's random initialisation of a fresh network (make_*_layer): what every
@@ -286,6 +300,13 @@ class Network(nn.Module):
         """upstream's get_current_batch: images seen / images per iteration."""
         o = self.options
         return self.seen // (o.mini_batch * o.subdivisions) if o.mini_batch else 0
+
+
+def _network_output_index(layers) -> int:
+    i = len(layers) - 1
+    while i > 0 and layers[i].type_name == "cost":
+        i -= 1
+    return i
 
 
 def _override(section: Section, key: str, value: int) -> None:

@@ -1,7 +1,9 @@
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,3 +33,25 @@ def make_weights():
         return out_path
 
     return run
+
+
+@pytest.fixture(scope="session")
+def forward_case(tmp_path_factory, make_weights):
+    """A forward parity case by name: (its directory, meta.json, a fresh inference network with
+    the fixtures' weights, the input image (3, S, S) float32); the weights are made once."""
+    import darknet_py
+
+    forward = DATA / "forward"
+    weights = {}
+
+    def load(name):
+        d = forward / name
+        meta = json.loads((d / "meta.json").read_text())
+        if name not in weights:
+            weights[name] = make_weights(d / "summary.json", meta["seed"], meta["gain"],
+                                         tmp_path_factory.mktemp(name) / "w.weights")
+        net = darknet_py.load_network(d / meta["cfg"], weights[name])
+        x = np.fromfile(forward / meta["input"], dtype="<f4").reshape(3, meta["size"], meta["size"])
+        return d, meta, net, x
+
+    return load

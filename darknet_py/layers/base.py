@@ -68,6 +68,7 @@ class Layer(nn.Module):
 
     type_name = "none"  # upstream's name table entry ("none" where it has none)
     type_id = -1  # upstream's LAYER_TYPE enum
+    onnx_refusal: str | None = None  # why an ONNX export (export.py) cannot hold this layer
 
     def __init__(self, ctx: BuildContext):
         super().__init__()

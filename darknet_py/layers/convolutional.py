@@ -183,8 +183,9 @@ class Convolutional(Layer):
                 self.weights.copy_(flat.reshape(k, self.n).t().reshape(self.weights.shape))
 
     # -- inference ------------------------------------------------------------------
-    def fuse(self) -> None:
-        """Fold batch norm into the convolution for inference (same arithmetic, one op)."""
+    def fuse(self, pack: bool = True) -> None:
+        """Fold batch norm into the convolution for inference (same arithmetic, one op);
+        pack: also pre-pack it for oneDNN (PackedConv; an ONNX export wants F.conv2d)."""
         w, b = self.conv_weight().detach(), self.conv_bias().detach()
         if self.xnor or self.binary:
             w = _binarize_weights(w)
@@ -196,7 +197,7 @@ class Convolutional(Layer):
         fmt = torch.channels_last if w.device.type == "cpu" else torch.contiguous_format
         self._fused = (w.contiguous(memory_format=fmt), b.contiguous())
         self._packed = None
-        if self.blur is None and self._torch_output_hw() == (self.out_h, self.out_w):
+        if pack and self.blur is None and self._torch_output_hw() == (self.out_h, self.out_w):
             self._packed = PackedConv.build(
                 w, b, stride=(self.stride_y, self.stride_x), padding=(self.pad * self.dilation,) * 2,
                 dilation=(self.dilation,) * 2, groups=self.groups,

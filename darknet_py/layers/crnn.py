@@ -35,6 +35,7 @@ def _conv_section(s: Section, values: dict[str, object], lines: dict[str, str]) 
 class CRNN(Layer):
     type_name = "crnn"
     type_id = 23
+    onnx_refusal = "its hidden state carries over from one call to the next, which an ONNX graph cannot hold"
 
     def __init__(self, ctx: BuildContext):
         super().__init__(ctx)
@@ -106,9 +107,9 @@ class CRNN(Layer):
         for l in self._convs():
             l.after_load()
 
-    def fuse(self) -> None:
+    def fuse(self, pack: bool = True) -> None:
         for l in self._convs():
-            l.fuse()
+            l.fuse(pack)
         self._fused = True
 
     def unfuse(self) -> None:

@@ -55,25 +55,39 @@ def reorg_source(w: int, h: int, c: int, batch: int, stride: int, forward: int,
     return out
 
 
+def _reorg_plan(layer: Layer, args: tuple[int, int, int], forward: int, n: int, device: torch.device):
+    """(index, holes, per_image) for apply_reorg. per_image: upstream's batch buffer is n
+    copies of one image's mapping (reorg_cpu's indices are affine in the batch index, so
+    two images decide it), and index maps one image's flat input; else index maps the
+    whole flat batch of n images. holes: some outputs stay 0 (index -1)."""
+    cache = layer.__dict__.setdefault("_reorg_cache", {})
+    plan = cache.get(("per_image", str(device))) or cache.get((n, str(device)))
+    if plan is not None:
+        return plan
+    st, ins, outs = layer.stride, layer.inputs, layer.outputs
+    one = reorg_source(*args, 1, st, forward, ins, outs)
+    two = reorg_source(*args, 2, st, forward, 2 * ins, 2 * outs)
+    per_image = (one is not None and two is not None
+                 and np.array_equal(two, np.concatenate([one, np.where(one >= 0, one + ins, -1)])))
+    src = one if per_image else reorg_source(*args, n, st, forward, ins * n, outs * n)
+    if src is None:
+        raise ValueError(f"{layer.path}:{layer.line}: [{layer.section_name}] stride={layer.stride} does not fit "
+                         f"the input {layer.w}x{layer.h}x{layer.c}: upstream's reorg would overrun its buffers")
+    plan = (torch.from_numpy(src).to(device), bool((src < 0).any()), per_image)
+    cache.clear()
+    cache[("per_image" if per_image else n, str(device))] = plan
+    return plan
+
+
 def apply_reorg(layer: Layer, x: torch.Tensor, args: tuple[int, int, int], forward: int) -> torch.Tensor:
     """Run upstream's reorg_cpu(x, *args, batch, stride, forward) on a batch."""
     n = x.shape[0]
-    key = (n, str(x.device))
-    cache = layer.__dict__.setdefault("_reorg_cache", {})
-    idx = cache.get(key)
-    if idx is None:
-        src = reorg_source(*args, n, layer.stride, forward, layer.inputs * n, layer.outputs * n)
-        if src is None:
-            raise ValueError(f"{layer.path}:{layer.line}: [{layer.section_name}] stride={layer.stride} does not fit "
-                             f"the input {layer.w}x{layer.h}x{layer.c}: upstream's reorg would overrun its buffers")
-        idx = torch.from_numpy(src).to(x.device)
-        cache.clear()
-        cache[key] = idx
-    flat = x.reshape(-1)
-    if bool((idx < 0).any()):
-        y = torch.where(idx >= 0, flat[idx.clamp(min=0)], flat.new_zeros(()))
+    idx, holes, per_image = _reorg_plan(layer, args, forward, n, x.device)
+    flat = x.reshape(n, -1) if per_image else x.reshape(-1)
+    if holes:
+        y = torch.where(idx >= 0, flat[..., idx.clamp(min=0)], flat.new_zeros(()))
     else:
-        y = flat[idx]
+        y = flat[..., idx]
     return y.reshape(n, layer.out_c, layer.out_h, layer.out_w)
 
 
