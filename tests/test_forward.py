@@ -57,19 +57,15 @@ def read_dets(path):
 
 
 @pytest.fixture(scope="module", params=CASES)
-def case(request, tmp_path_factory, make_weights):
+def case(request, forward_case):
     """One network, three forwards (the detection tests parametrize it with DET_CASES only)."""
-    return forwards(request.param, tmp_path_factory.mktemp(request.param), make_weights)
+    return forwards(request.param, forward_case)
 
 
-def forwards(name, tmp, make_weights):
-    """{'packed', 'plain', 'float64', 'upstream'} -> raw outputs of the case's network."""
-    d = FORWARD / name
-    meta = json.loads((d / "meta.json").read_text())
-    w = tmp / "w.weights"
-    make_weights(d / "summary.json", meta["seed"], meta["gain"], w)
-    net = darknet_py.load_network(d / meta["cfg"], w)
-    x = np.fromfile(FORWARD / meta["input"], dtype="<f4").reshape(3, meta["size"], meta["size"])
+def forwards(name, forward_case):
+    """{'packed', 'plain', 'float64', 'upstream'} -> raw outputs of the case's network
+    (forward_case: conftest's loader of a forward fixture, weights made once per session)."""
+    d, meta, net, x = forward_case(name)
     raws = {"packed": net.predict_raw(x)}
     for layer in net.layers:
         if getattr(layer, "_packed", None) is not None:

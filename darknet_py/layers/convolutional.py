@@ -197,6 +197,7 @@ class Convolutional(Layer):
         fmt = torch.channels_last if w.device.type == "cpu" else torch.contiguous_format
         self._fused = (w.contiguous(memory_format=fmt), b.contiguous())
         self._packed = None
+        self._pack = pack  # remembered for a re-fuse after a move (_apply)
         if pack and self.blur is None and self._torch_output_hw() == (self.out_h, self.out_w):
             self._packed = PackedConv.build(
                 w, b, stride=(self.stride_y, self.stride_x), padding=(self.pad * self.dilation,) * 2,
@@ -214,7 +215,7 @@ class Convolutional(Layer):
             self._buffers["rolling_mean"] = self.share_layer.rolling_mean
             self._buffers["rolling_variance"] = self.share_layer.rolling_variance
         if self._fused is not None and where() != before:  # a memory format change keeps them
-            self.fuse()
+            self.fuse(pack=getattr(self, "_pack", True))
         return self
 
     def unfuse(self) -> None:
