@@ -94,7 +94,7 @@ class _Requests:
     """The sampler: an endless stream of batch requests, sizes from sizes_fn (called in
     the main process, in batch order, as batches are queued)."""
 
-    def __init__(self, loader: "DetectionLoader", n: int, sizes_fn):
+    def __init__(self, loader: "BatchLoader", n: int, sizes_fn):
         self.loader, self.n, self.sizes_fn = loader, n, sizes_fn
 
     def __iter__(self):
@@ -163,46 +163,16 @@ def _as_is(batch):
     return batch
 
 
-class DetectionLoader:
-    """Upstream: load_data_detection, OpenCV build: augmented detection batches.
+class BatchLoader:
+    """Batches made by `maker(n, w, h, seed) -> (x, truth, issues)` (picklable), in this thread
+    or prepared ahead by worker threads (or processes); issues reported once. The machinery
+    DetectionLoader and ClassifierLoader share."""
 
-    x: float32 torch tensor (n, channels, h, w), RGB in [0, 1]; truth: float32 torch
-    tensor (n, max_boxes, truth_size), rows x, y, w, h, class, track_id (relative), zero
-    rows after the last box. (`.numpy()` gives numpy views of both without a copy.)
-
-    Bad data is reported once on stderr (file and line), upstream's bad.list /
-    bad_label.list get a line, and loading goes on; see darknet_py.data.labels.
-
-    Augmentation follows upstream's OpenCV path: jitter crop (and `resize`), letter_box,
-    flip, HSV (hue/saturation/exposure), blur, gaussian_noise, mixup (1), mosaic (3,
-    with mosaic_bound); cutmix (2, 4) is refused for detectors with upstream's message.
-    mixup codes are upstream's net->mixup (see NetOptions.mixup).
-
-    Deliberate differences from upstream:
-    - random numbers come from numpy (seedable), not C's rand();
-    - upstream decides "mix this batch or not" once per loading thread (about n/6
-      images); here each image decides on its own, with the same probability 1/2;
-    - an unreadable image is replaced by another random one (upstream's OpenCV build
-      leaves a hole), and bad label lines are skipped one by one (upstream stops
-      reading the file); label coordinates must lie in (0, 1].
-    """
-
-    def __init__(self, paths, width: int, height: int, channels: int = 3, classes: int | None = None,
-                 max_boxes: int = 200, truth_size: int = 6, jitter: float = 0.2, resize: float = 1.0,
-                 hue: float = 0.0, saturation: float = 1.0, exposure: float = 1.0, flip: int = 1,
-                 blur: int = 0, gaussian_noise: int = 0, mixup: int = 0, letter_box: int = 0,
-                 mosaic_bound: int = 0, show_imgs: bool = False, seed=None, workers: int | None = None,
+    def __init__(self, maker, width: int, height: int, *, show_imgs: bool = False,
+                 show_message: str = SHOW_IMGS_MESSAGE, seed=None, workers: int | None = None,
                  prefetch: int = DEFAULT_PREFETCH, bad_list: str | None = "bad.list",
-                 bad_label_list: str | None = "bad_label.list", show_dir: str = ".",
-                 start_method: str = "forkserver", pin_memory: bool = False, kind: str = "thread"):
-        if classes is None:
-            raise ValueError("DetectionLoader needs classes= (labels are checked against it)")
-        opt = normalize(AugmentOptions(
-            classes=classes, channels=channels, max_boxes=max_boxes, truth_size=truth_size,
-            jitter=jitter, resize=resize, hue=hue, saturation=saturation, exposure=exposure,
-            flip=int(flip), blur=int(blur), gaussian_noise=int(gaussian_noise), mixup=int(mixup),
-            letter_box=int(letter_box), mosaic_bound=int(mosaic_bound)))
-        self.options = opt
+                 bad_label_list: str | None = "bad_label.list", start_method: str = "forkserver",
+                 pin_memory: bool = False, kind: str = "thread"):
         self.width, self.height = int(width), int(height)
         self.workers = default_workers() if workers is None else max(0, int(workers))
         self.prefetch = max(1, int(prefetch))
@@ -211,8 +181,9 @@ class DetectionLoader:
             raise ValueError(f"loader kind must be 'thread' or 'process', not {kind!r}")
         self.kind = kind
         self.show_imgs = bool(show_imgs)
+        self._show_message = show_message
         self._told_show_imgs = False
-        self._maker = _BatchMaker(paths, opt, show_dir if show_imgs else None)
+        self._maker = maker
         self._seeds = np.random.SeedSequence(seed)
         self._reporter = Reporter(bad_list, bad_label_list)
         self._streams: list = []
@@ -275,7 +246,7 @@ class DetectionLoader:
             raise ValueError(f"batch of {n} images at {w} x {h}: all must be >= 1")
         if self.show_imgs and not self._told_show_imgs:
             self._told_show_imgs = True  # upstream prints it for every image
-            print(SHOW_IMGS_MESSAGE, flush=True)
+            print(self._show_message, flush=True)
         return n, w, h, self._seeds.spawn(1)[0]
 
     # ------------------------------------------------------------------ shutdown
@@ -302,6 +273,52 @@ class DetectionLoader:
             self.close()
         except Exception:
             pass
+
+
+class DetectionLoader(BatchLoader):
+    """Upstream: load_data_detection, OpenCV build: augmented detection batches.
+
+    x: float32 torch tensor (n, channels, h, w), RGB in [0, 1]; truth: float32 torch
+    tensor (n, max_boxes, truth_size), rows x, y, w, h, class, track_id (relative), zero
+    rows after the last box. (`.numpy()` gives numpy views of both without a copy.)
+
+    Bad data is reported once on stderr (file and line), upstream's bad.list /
+    bad_label.list get a line, and loading goes on; see darknet_py.data.labels.
+
+    Augmentation follows upstream's OpenCV path: jitter crop (and `resize`), letter_box,
+    flip, HSV (hue/saturation/exposure), blur, gaussian_noise, mixup (1), mosaic (3,
+    with mosaic_bound); cutmix (2, 4) is refused for detectors with upstream's message.
+    mixup codes are upstream's net->mixup (see NetOptions.mixup).
+
+    Deliberate differences from upstream:
+    - random numbers come from numpy (seedable), not C's rand();
+    - upstream decides "mix this batch or not" once per loading thread (about n/6
+      images); here each image decides on its own, with the same probability 1/2;
+    - an unreadable image is replaced by another random one (upstream's OpenCV build
+      leaves a hole), and bad label lines are skipped one by one (upstream stops
+      reading the file); label coordinates must lie in (0, 1].
+    """
+
+    def __init__(self, paths, width: int, height: int, channels: int = 3, classes: int | None = None,
+                 max_boxes: int = 200, truth_size: int = 6, jitter: float = 0.2, resize: float = 1.0,
+                 hue: float = 0.0, saturation: float = 1.0, exposure: float = 1.0, flip: int = 1,
+                 blur: int = 0, gaussian_noise: int = 0, mixup: int = 0, letter_box: int = 0,
+                 mosaic_bound: int = 0, show_imgs: bool = False, seed=None, workers: int | None = None,
+                 prefetch: int = DEFAULT_PREFETCH, bad_list: str | None = "bad.list",
+                 bad_label_list: str | None = "bad_label.list", show_dir: str = ".",
+                 start_method: str = "forkserver", pin_memory: bool = False, kind: str = "thread"):
+        if classes is None:
+            raise ValueError("DetectionLoader needs classes= (labels are checked against it)")
+        opt = normalize(AugmentOptions(
+            classes=classes, channels=channels, max_boxes=max_boxes, truth_size=truth_size,
+            jitter=jitter, resize=resize, hue=hue, saturation=saturation, exposure=exposure,
+            flip=int(flip), blur=int(blur), gaussian_noise=int(gaussian_noise), mixup=int(mixup),
+            letter_box=int(letter_box), mosaic_bound=int(mosaic_bound)))
+        self.options = opt
+        super().__init__(_BatchMaker(paths, opt, show_dir if show_imgs else None), width, height,
+                         show_imgs=show_imgs, seed=seed, workers=workers, prefetch=prefetch, bad_list=bad_list,
+                         bad_label_list=bad_label_list, start_method=start_method, pin_memory=pin_memory,
+                         kind=kind)
 
 
 def default_workers() -> int:
@@ -403,5 +420,5 @@ def sizes_from_net(net, seed=None, start_iteration: int = 0):
     return MultiScale(o.width, o.height, l.random, o.resize_step, o.max_batches, start_iteration, seed)
 
 
-__all__ = ["DetectionLoader", "loader_from_net", "MultiScale", "sizes_from_net", "Reporter",
+__all__ = ["BatchLoader", "DetectionLoader", "loader_from_net", "MultiScale", "sizes_from_net", "Reporter",
            "last_detection_layer", "default_workers", "Issue"]
