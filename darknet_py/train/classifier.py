@@ -29,16 +29,18 @@ F32 = np.float32
 def train_classifier(datacfg: str, cfgfile: str, weightfile: str | None, *, clear: bool = False,
                      dont_show: bool = True, calc_topk: bool = False, show_imgs: bool = False, chart: str | None = None,
                      dontuse_opencv: bool = False, gpus: list[int] | None = None, workers: int | None = None,
-                     seed: int | None = None, flavor: str | None = None, out=sys.stdout, err=sys.stderr,
+                     seed: int | None = None, flavor: str | None = None, out=None, err=None,
                      dist=None) -> int:
     """`classifier train DATA CFG [WEIGHTS]`. `dist`: a distributed.Dist when this is one of
-    several processes (rank 0 alone prints and writes files)."""
+    several processes (rank 0 alone prints and writes files). out / err: default the current
+    sys.stdout / sys.stderr."""
     from ..cfg import read_data_cfg
     from ..data import read_list
     from ..data.classifier import classifier_loader_from_net, read_label_names
     from ..eval.classifier import Classifier, validate_classifier_single
     from ..eval.common import EvalError
 
+    out, err = out or sys.stdout, err or sys.stderr
     base = basecfg(cfgfile)
     print(base, file=out)
     world = 1 if dist is None else dist.world_size

@@ -10,7 +10,7 @@ loss distance: for every printed iteration line ` N: LOSS, AVG avg loss, ...` of
 
 The weight layout is read from the cfg (standard library only): the layer types these cases use
 ([convolutional] [maxpool] [route] [shortcut] [upsample] [yolo], and the classifier cases'
-[avgpool] [softmax] [cost]); anything else is an error. Classifier logs print
+[avgpool] [softmax] [cost] [dropout] [scale_channels]); anything else is an error. Classifier logs print
 ` N, EPOCH: LOSS, AVG avg, ...` instead of ` N: LOSS, AVG avg loss, ...`; both are read.
 
 usage: metric.py CFG INIT_REF FINAL_REF REF_LOG INIT_RUN FINAL_RUN RUN_LOG   (prints JSON)
@@ -54,7 +54,8 @@ def layout(cfg):
                 arrays += [(i, t, "scales", n), (i, t, "rolling_mean", n), (i, t, "rolling_variance", n)]
             arrays.append((i, t, "weights", n * (c // groups) * size * size))
             c = n
-        elif t in ("maxpool", "max", "upsample", "yolo", "avgpool", "avg", "softmax", "cost"):
+        elif t in ("maxpool", "max", "upsample", "yolo", "avgpool", "avg", "softmax", "cost", "dropout",
+                   "scale_channels"):
             assert not int(o.get("maxpool_depth", 0)), (cfg, i)
         elif t == "route":
             idx = [int(s) for s in o["layers"].split(",")]
