@@ -24,7 +24,7 @@ import numpy as np
 from .. import image as imagelib
 from ..cfg import read_data_cfg
 from ..image import ImageError
-from .common import EvalError, load_eval_network, read_valid_list
+from .common import EvalError, c_nan_str, load_eval_network, read_valid_list
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -292,9 +292,9 @@ def predict_classifier(datacfg, cfgfile: str, weightfile: str | None, filename: 
             if c.hierarchy is not None:
                 parent = c.hierarchy.parents[index]
                 pname = c.labels[parent] if parent >= 0 else "Root"
-                print(f"{index}, {name}: {pred[index]:f}, parent: {pname} ", file=out)
+                print(f"{index}, {name}: {c_nan_str(pred[index], '%f')}, parent: {pname} ", file=out)
             else:
-                print(f"{name}: {pred[index]:f}", file=out)
+                print(f"{name}: {c_nan_str(pred[index], '%f')}", file=out)
         out.flush()
         done += 1
     return done

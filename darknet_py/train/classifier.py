@@ -38,7 +38,7 @@ def train_classifier(datacfg: str, cfgfile: str, weightfile: str | None, *, clea
     from ..data import read_list
     from ..data.classifier import classifier_loader_from_net, read_label_names
     from ..eval.classifier import Classifier, validate_classifier_single
-    from ..eval.common import EvalError
+    from ..eval.common import EvalError, c_nan_str
 
     out, err = out or sys.stdout, err or sys.stderr
     base = basecfg(cfgfile)
@@ -112,7 +112,8 @@ def train_classifier(datacfg: str, cfgfile: str, weightfile: str | None, *, clea
             avg_time = remaining if avg_time < 0 else 0.01 * remaining + 0.99 * avg_time
             start = time.time()
             print(f"{i}, {F32(trainer.net.seen) / F32(len(paths)):.3f}: "
-                  f"{loss:f}, {avg_loss:f} avg, {current_rate(o, i):f} rate, {time.time() - t1:f} seconds, "
+                  f"{c_nan_str(loss, '%f')}, {c_nan_str(avg_loss, '%f')} avg, {current_rate(o, i):f} rate, "
+                  f"{time.time() - t1:f} seconds, "
                   f"{trainer.net.seen} images, {avg_time:f} hours left", file=out, flush=True)
             if bar is not None:
                 bar.set_postfix_str(f"loss={loss:0.2f} avg={avg_loss:0.2f}")
