@@ -347,6 +347,8 @@ def demo_classifier(datacfg, cfgfile: str, weightfile: str | None, cam_index: in
     it can. Returns {"frames", "avg_fps"}."""
     import cv2
 
+    from .demo import show_frame
+
     out = out or sys.stdout
     tty = hasattr(out, "isatty") and out.isatty()
     print("Classifier Demo", file=out)
@@ -391,13 +393,9 @@ def demo_classifier(datacfg, cfgfile: str, weightfile: str | None, cam_index: in
                     print(f"{pred[index] * 100:.1f}%: {c.labels[index]}", file=out)
                 print(file=out)
             if show:
-                try:
-                    cv2.imshow("Classifier", frame)
-                    if cv2.waitKey(10) in (27, 1048603):
-                        break
-                except cv2.error:
-                    print("Warning: no display for the demo window; continuing as with -dont_show", file=sys.stderr)
-                    show = False
+                show, esc = show_frame("Classifier", frame, 10)
+                if esc:
+                    break
             fps = curr if fps == 0 else 0.9 * fps + 0.1 * curr
             spent = time.perf_counter() - start
             if spent >= 3.0:

@@ -40,12 +40,7 @@ class Cost(Layer):
 
     def loss_delta(self, inp: torch.Tensor, truth: torch.Tensor):
         """forward_cost_layer with truth: (delta already times `scale`, cost)."""
-        n = inp.shape[0]
-        x = inp.detach().reshape(n, -1).float()
-        t = truth.reshape(n, -1).to(x)
-        if t.shape != x.shape:
-            raise ValueError(f"cost layer {self.index}: truth has {t.shape[1]} values per image, "
-                             f"the layer {x.shape[1]} (classes in the data file must match the cfg)")
+        x, t = self.truth_rows(inp, truth)
         if self.cost_type == "masked":  # upstream writes SECRET_NUM into its input there
             x = torch.where(t == SECRET_NUM, t, x)
         diff = t - x

@@ -165,12 +165,7 @@ class Softmax(Layer):
         entry). With a tree, upstream's GPU build (flavor cudnn) masks the entries of groups
         the truth leaves unknown (truth SECRET_NUM, -1234: fill_hierarchy) out of delta and
         cost; its CPU build does not."""
-        n = output.shape[0]
-        p = output.detach().reshape(n, -1).float()
-        t = truth.reshape(n, -1).to(p)
-        if t.shape != p.shape:
-            raise ValueError(f"softmax layer {self.index}: truth has {t.shape[1]} values per image, "
-                             f"the layer {p.shape[1]} (classes in the data file must match the cfg)")
+        p, t = self.truth_rows(output, truth)
         delta = t - p
         err = torch.where(t != 0, -torch.log(p), torch.zeros_like(p))
         if self.softmax_tree is not None and flavor != "cpu":

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from ..chart import TrainChart
-from .loop import (Trainer, _device, _NoChart, _progress, basecfg, closing, inference_copy, saved_on_interrupt,
-                   start_network)
+from .loop import (Trainer, _device, _NoChart, _progress, basecfg, closing, inference_copy, save_final,
+                   saved_on_interrupt, start_network)
 from .lr_policy import current_rate
 
 F32 = np.float32
@@ -127,8 +127,5 @@ def train_classifier(datacfg: str, cfgfile: str, weightfile: str | None, *, clea
                 save(last)
     if stopped.code:
         return stopped.code
-    final = f"{backup}/{base}_final.weights"
-    save(final)
-    plot.save()
-    print(f"Saving weights to {final}", file=err)
+    save_final(save, f"{backup}/{base}_final.weights", plot, err)
     return 0

@@ -257,12 +257,16 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
                 save(last)
     if stopped.code:
         return stopped.code
-    final = f"{backup}/{base}_final.weights"
+    save_final(save, f"{backup}/{base}_final.weights", plot, err)
+    print("If you want to train from the beginning, then use flag in the end of training command: -clear ", file=out)
+    return 0
+
+
+def save_final(save, final: str, plot, err) -> None:
+    """The end of a completed run: NAME_final.weights and the chart, then upstream's line."""
     save(final)
     plot.save()
     print(f"Saving weights to {final}", file=err)
-    print("If you want to train from the beginning, then use flag in the end of training command: -clear ", file=out)
-    return 0
 
 
 def start_network(cfgfile: str, weightfile: str | None, *, seed: int | None = None, flavor: str | None = None,
