@@ -37,6 +37,7 @@ class TrainChart:
             self.img = self._grid()
         self.old_batch = 0
         self.accuracy_name = accuracy_name  # the label of the red curve: "mAP%", or "top5" for -topk
+        self.text_iteration = 0
         self.map_points: list[tuple[int, float]] = []
 
     def _grid(self) -> np.ndarray:
@@ -79,8 +80,15 @@ class TrainChart:
             text = f"{mean_ap * 100:2.1f}% "
             cv2.putText(img, text, (10, 28), FONT, 0.7, (255, 255, 255), 5, cv2.LINE_AA)
             cv2.putText(img, text, (10, 28), FONT, 0.7, _bgr(200, 0, 0), 1, cv2.LINE_AA)
-            x, y = self._xy(iteration, mean_ap)
-            cv2.putText(img, text, (x - 30, y + 15), FONT, 0.7, _bgr(200, 0, 0), 1, cv2.LINE_AA)
+            # upstream labels a point only when the value moved by > 0.1, is a new best, or a
+            # tenth of the run has passed since the last label (frequent -topk points would clutter)
+            old = self.map_points[-1][1] if self.map_points else 0.0
+            best = max((v for _, v in self.map_points), default=0.0)
+            if abs(old - mean_ap) > 0.1 or mean_ap > best or iteration - self.text_iteration >= self.max_batches // 10:
+                self.text_iteration = iteration
+                x, y = self._xy(iteration, mean_ap)
+                cv2.putText(img, f"{mean_ap * 100:2.0f}% ", (x - 30, y + 15), FONT, 0.7, _bgr(200, 0, 0), 1,
+                            cv2.LINE_AA)
             self.map_points.append((iteration, mean_ap))
         cv2.rectangle(img, (15, d + 18), (815, d + 38), (255, 255, 255), -1)
         cv2.putText(img, f"current avg loss = {avg_loss:2.4f}    iteration = {iteration}    approx. time left = "
