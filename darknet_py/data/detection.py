@@ -224,8 +224,9 @@ class ImageSource:
                                         f"Cannot load image ({e.message}); skipped, another image is used",
                                         bad_list=path))
             if len(self.bad) >= self.unique:
-                raise DataError(f"none of the {self.unique} images in the list can be used "
-                                f"(see the messages above and bad.list); e.g. {path}")
+                why = str(issues[-1]) if issues else path
+                raise DataError(f"none of the {self.unique} images in the list can be used (see bad.list); "
+                                f"e.g. {why}")
 
 
 @dataclass
