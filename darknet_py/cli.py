@@ -423,7 +423,7 @@ def classifier_train(args) -> int:
     pos = args.positional
     weights = pos[2] if len(pos) > 2 and pos[2] else None
     gpus = [int(g) for g in args.gpus.split(",") if g.strip()] if args.gpus else None
-    if args.gpus:
+    if args.gpus and not distributed.torchrun_env():  # upstream echoes -gpus once
         print(args.gpus)
     kw = dict(clear=args.clear, dont_show=args.dont_show, calc_topk=args.topk, show_imgs=args.show_imgs,
               chart=args.chart, dontuse_opencv=args.dontuse_opencv, flavor=args.train_flavor, seed=args.seed,

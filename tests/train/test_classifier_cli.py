@@ -102,3 +102,20 @@ def test_sigterm_saves_last_weights(c1):
             p.kill()
         for pid in session_processes(p.pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_gpus_two_cpu_processes(c1):
+    """-gpus 0,1 without CUDA: two gloo processes (train/distributed.py, shared with the detector):
+    learning_rate x 2, the iteration counter advances by 2 per step, rank 0 alone prints and saves."""
+    cfg = c1 / f"{C1}.cfg"
+    cfg.write_text(re.sub(r"(?m)^max_batches\s*=.*$", "max_batches=6", cfg.read_text()))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, str(ROOT / "darknet.py"), "classifier", "train", "obj.data", cfg.name,
+                        "init.weights", "-dont_show", "-gpus", "0,1"], cwd=c1, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Learning Rate: 0.2, Momentum: 0.9, Decay: 0.0005" in r.stdout
+    assert [line.split(":")[0] for line in r.stdout.splitlines() if re.match(r"^\d+, ", line)] == \
+        ["2, 4.000", "4, 8.000", "6, 12.000"]
+    assert r.stdout.count("0,1\n") == 1 and (c1 / "backup" / f"{C1}_final.weights").exists()
+    assert "Traceback" not in r.stderr
