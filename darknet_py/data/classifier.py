@@ -144,14 +144,20 @@ class ClassifierAugment:
     def classes(self) -> int:
         return len(self.labels)
 
-    def check(self) -> "ClassifierAugment":
+    def problems(self) -> list[tuple[str, str]]:
+        """[(cfg key, what is wrong)]: what upstream would crash on or do nothing sensible with."""
+        out = []
         if self.mixup not in (0, MIXUP, CUTMIX, MOSAIC, CUTMIX_OR_MOSAIC):
-            raise ValueError(f"mixup={self.mixup}: expected 0 (none), 1 (mixup), 2 (cutmix), 3 (mosaic) "
-                             "or 4 (cutmix or mosaic)")
+            out.append(("mixup", f"mixup={self.mixup}: expected 0 (none), 1 (mixup), 2 (cutmix), 3 (mosaic) or 4"))
         if self.blur > 1 and self.blur % 2 == 0:
-            raise ValueError(f"blur={self.blur}: the Gaussian kernel size must be odd")
+            out.append(("blur", f"blur={self.blur}: the Gaussian kernel size must be odd"))
         if self.min_crop < 1 or self.max_crop < 1:
-            raise ValueError(f"min_crop={self.min_crop}, max_crop={self.max_crop}: both must be >= 1")
+            out.append(("min_crop", f"min_crop={self.min_crop}, max_crop={self.max_crop}: both must be >= 1"))
+        return out
+
+    def check(self) -> "ClassifierAugment":
+        for _key, message in self.problems():
+            raise ValueError(message)
         return self
 
 
@@ -326,15 +332,19 @@ def classifier_loader_from_net(net, paths, labels, show_imgs: bool = False, dont
     """A ClassifierLoader with the load_args train_classifier fills from [net] (min_crop,
     max_crop, angle, aspect, hue, saturation, exposure, flip, mixup, blur, label_smooth_eps)
     and the network's hierarchy. kwargs go to ClassifierLoader (seed, workers, ...)."""
-    o = net.options
-    if o.contrastive or o.unsupervised:
-        raise NotImplementedError("contrastive=1 and unsupervised=1 classifier training are not implemented")
+    o, section = net.options, net.sections[0]
+    for key in ("contrastive", "unsupervised"):
+        if getattr(o, key):
+            raise section.error(key, f"{key}=1 classifier training is not implemented by darknet_py")
     opt = ClassifierAugment(
         labels=tuple(labels), min_crop=o.min_crop, max_crop=o.max_crop, angle=o.angle, aspect=o.aspect,
         hue=o.hue, saturation=o.saturation, exposure=o.exposure, flip=o.flip, mixup=o.mixup, blur=o.blur,
         label_smooth_eps=o.label_smooth_eps, hierarchy=Hierarchy.from_network(net), dontuse_opencv=dontuse_opencv)
+    for key, message in opt.problems():  # one line naming the cfg, its line and key
+        raise section.error(key, message)
     return ClassifierLoader(paths, o.width, o.height, opt, show_imgs=show_imgs, **kwargs)
 
 
-__all__ = ["ClassifierAugment", "ClassifierLoader", "classifier_loader_from_net", "ClassifierSource", "Hierarchy", "SECRET_NUM", "fill_truth",
-           "load_classifier_batch", "load_classifier_sample", "random_augment_image", "read_label_names"]
+__all__ = ["ClassifierAugment", "ClassifierLoader", "classifier_loader_from_net", "ClassifierSource", "Hierarchy",
+           "SECRET_NUM", "fill_truth", "load_classifier_batch", "load_classifier_sample", "random_augment_image",
+           "read_label_names"]

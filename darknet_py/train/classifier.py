@@ -108,7 +108,7 @@ def train_classifier(datacfg: str, cfgfile: str, weightfile: str | None, *, clea
                                                   out=out, err=err)
                 new_topk = topk
                 print(f"\n accuracy {topk_name} = {topk:f} ", file=out)
-            remaining = ((o.max_batches - i) / world) * (time.time() - start) / 3600
+            remaining = ((o.max_batches - i) // world) * (time.time() - start) / 3600
             avg_time = remaining if avg_time < 0 else 0.01 * remaining + 0.99 * avg_time
             start = time.time()
             print(f"{i}, {F32(trainer.net.seen) / F32(len(paths)):.3f}: "

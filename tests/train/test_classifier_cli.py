@@ -59,6 +59,11 @@ def test_bad_input_is_one_line(c1):
     code, _, err = run_main(["classifier", "train", "obj.data", f"{C1}.cfg", "-dont_show"], c1)
     assert code == 1 and re.fullmatch(r"Error: obj.data: none of the 1 images in the list can be used \(see bad.list\); "
                                       r"e.g. obj/dog.png: Too many or too few labels: .*; skipped\n", err), err
+    cfg = (c1 / f"{C1}.cfg").read_text()
+    (c1 / f"{C1}.cfg").write_text(cfg.replace("blur=0", "blur=4"))
+    code, _, err = run_main(["classifier", "train", "obj.data", f"{C1}.cfg", "-dont_show"], c1)
+    assert code == 1 and err.startswith(f"Error: {C1}.cfg:3: key 'blur'") and "must be odd" in err, err
+    (c1 / f"{C1}.cfg").write_text(cfg)
     (c1 / "obj.data").write_text((c1 / "obj.data").read_text().replace("classes=3", "classes=4"))
     (c1 / "labels.txt").write_text("bird\ncat\ndog\nowl\n")
     code, out, err = run_main(["classifier", "predict", "obj.data", f"{C1}.cfg", "final.weights", "obj/dog.png"], c1)
