@@ -12,6 +12,7 @@ import sys
 import time
 
 from .cfg import CfgError, read_data_cfg
+from .devices import DeviceError
 from .image import ImageError
 from .weights import WeightsError
 
@@ -29,7 +30,8 @@ HELP = """darknet.py: upstream darknet's command line (AlexeyAB/darknet), on PyT
   darknet.py detector demo DATA CFG WEIGHTS VIDEO [-out_filename F] [-dont_show]
   darknet.py partial CFG WEIGHTS OUT N
 
-Flags are upstream's (single dash, anywhere on the line). darknet_py's own:
+Flags are upstream's (single dash, anywhere on the line). Device: GPU 0 when CUDA is present,
+-gpus 0,1 / -i 1 to pick, -nogpu for the CPU. darknet_py's own:
   -train_flavor cudnn  (default) train with the arithmetic of upstream's GPU build, the one people
                        train with: batch norm as cuDNN computes it (batch-normalized layers' biases
                        trained, running statistics with factor .01), a convolution's backward adding
@@ -40,6 +42,8 @@ Flags are upstream's (single dash, anywhere on the line). darknet_py's own:
                        backward overwrites the gradient of the layer before it, and route/upsample
                        gradients are never cleared, so it learns poorly; use it to reproduce that build.
   -seed N              reproducible initialisation, augmentation and multi-scale sizes.
+  -no_tf32 / -tf32     training allows TF32 on Ampere+ GPUs (cuDNN's default, as upstream's build);
+                       -no_tf32 turns it off. test/map/valid compute in strict float32 unless -tf32.
   -workers N           data loading threads (default: one per CPU core, at most 8; 0: none, load
                        each batch in the training thread).
 """
@@ -82,6 +86,9 @@ def detector_parser() -> argparse.ArgumentParser:
     p.add_argument("-workers", type=int)  # darknet_py's own: data loading threads (default: one per core, <= 8)
     p.add_argument("-i", type=int, default=0)
     p.add_argument("-nogpu", action="store_true")
+    # darknet_py's own: TF32 on Ampere+ GPUs (training: on, as cuDNN's default; elsewhere: off)
+    p.add_argument("-no_tf32", action="store_true")
+    p.add_argument("-tf32", action="store_true")
     p.add_argument("positional", nargs="*")
     return p
 
@@ -105,7 +112,7 @@ def test_detector(args) -> int:
     weightfile = pos[2] if len(pos) > 2 and pos[2] else None
     filename = pos[3] if len(pos) > 3 else None
     names, names_path = read_names(datacfg)
-    net = load_network(cfgfile, weightfile)
+    net = load_network(cfgfile, weightfile, device=_device(args))
     letter = bool(args.letter_box or net.options.letter_box)
     classes = getattr(net.layers[-1], "classes", None)
     if classes is not None and classes != len(names):
@@ -166,7 +173,9 @@ def train(args) -> int:
         raise UsageError("usage: darknet.py detector train DATA CFG [WEIGHTS] [-map] [-dont_show] [-clear] "
                          "[-gpus 0,1] [-chart chart.png] [-mAP_epochs N]")
     weights = pos[2] if len(pos) > 2 and pos[2] else None
-    gpus = [int(g) for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    from .devices import parse_gpus
+
+    gpus = parse_gpus(args.gpus)
     kw = dict(clear=args.clear, dont_show=args.dont_show, calc_map=args.map, thresh=args.thresh,
               iou_thresh=args.iou_thresh, show_imgs=args.show_imgs, chart=args.chart, map_epochs=args.mAP_epochs,
               flavor=args.train_flavor, seed=args.seed, workers=args.workers)
@@ -179,7 +188,7 @@ def train(args) -> int:
         return distributed.train(pos[0], pos[1], weights, gpus=gpus, argv=getattr(args, "argv", None), entry=main,
                                  **kw)
     # --- end ---
-    return train_detector(pos[0], pos[1], weights, gpus=gpus, **kw)
+    return train_detector(pos[0], pos[1], weights, device=_device(args, training=True), **kw)
 
 
 def detection_json(dets, names, frame_id, filename) -> str:
@@ -239,10 +248,18 @@ def _eval_call(fn, args) -> int:
         return 1
 
 
-def _eval_device(args):
-    from .eval.common import eval_device
+def _device(args, training: bool = False):
+    """Upstream's device choice (-gpus, else -i, -nogpu; GPU 0 when CUDA is present) and its
+    float32 math: TF32 allowed in training unless -no_tf32, strict elsewhere unless -tf32."""
+    from .devices import configure, parse_gpus, select_device
 
-    return eval_device(args.nogpu, args.gpus)
+    device = select_device(args.nogpu, parse_gpus(args.gpus), args.i)
+    configure(device, tf32=not args.no_tf32 if training else args.tf32)
+    return device
+
+
+def _eval_device(args):
+    return _device(args)
 
 
 def _need(args, n: int, usage: str) -> list:
@@ -387,6 +404,8 @@ def classifier_parser() -> argparse.ArgumentParser:
     p.add_argument("-t", type=int, default=0)
     p.add_argument("-chart")
     p.add_argument("-i", type=int, default=0)
+    p.add_argument("-no_tf32", action="store_true")  # darknet_py's own, as for detector (devices.py)
+    p.add_argument("-tf32", action="store_true")
     p.add_argument("-train_flavor", choices=("cpu", "cudnn"))  # darknet_py's own, as for detector train
     p.add_argument("-seed", type=int)
     p.add_argument("-workers", type=int)
@@ -420,9 +439,11 @@ def classifier_train(args) -> int:
     from .train.classifier import train_classifier
     from .train import distributed
 
+    from .devices import parse_gpus
+
     pos = args.positional
     weights = pos[2] if len(pos) > 2 and pos[2] else None
-    gpus = [int(g) for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    gpus = parse_gpus(args.gpus)
     if args.gpus and not distributed.torchrun_env():  # upstream echoes -gpus once
         print(args.gpus)
     kw = dict(clear=args.clear, dont_show=args.dont_show, calc_topk=args.topk, show_imgs=args.show_imgs,
@@ -438,7 +459,7 @@ def classifier_train(args) -> int:
 
     def run(_):
         try:
-            return train_classifier(pos[0], pos[1], weights, gpus=gpus, **kw)
+            return train_classifier(pos[0], pos[1], weights, device=_device(args, training=True), **kw)
         except DataError as e:  # no usable image in the list
             raise DataFileError(pos[0], str(e)) from None
     from .data.files import DataFileError
@@ -529,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(str(e), file=sys.stderr)
         return 2
-    except (CfgError, WeightsError, ImageError) as e:
+    except (CfgError, WeightsError, ImageError, DeviceError) as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1
     except FileNotFoundError as e:

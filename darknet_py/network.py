@@ -269,8 +269,9 @@ class Network(nn.Module):
         new = Network(self.sections, self.path, batch=self.batch, train=self.built_for_training,
                       width=width, height=height, quiet=True)
         for a, b in zip(new.layers, self.layers):
-            a._parameters = b._parameters
-            a._buffers = b._buffers
+            for ma, mb in zip(a.modules(), b.modules()):  # sub-layers too ([crnn]'s convolutions)
+                ma._parameters = mb._parameters
+                ma._buffers = mb._buffers
         new.seen = self.seen
         new.train_flavor = self.train_flavor
         new.current_subdivision = self.current_subdivision

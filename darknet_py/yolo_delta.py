@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .box import box_giou, box_iou, box_iou_kind
@@ -193,7 +194,7 @@ def _class_delta(layer, out_c, cur, cls, mult):
         if mult is not None:
             full[idx, cls] = full[idx, cls] * mult[cls] * layer.cls_normalizer
     new = torch.where(has.unsqueeze(1), cur, full)
-    new[idx[has], cls[has]] = one_cls[has]
+    new[idx, cls] = torch.where(has, one_cls, new[idx, cls])
     return new
 
 
@@ -235,21 +236,26 @@ def yolo_delta(layer, out: torch.Tensor, truth: torch.Tensor, netw: int, neth: i
     k = 5 + c
     out = out.detach().float().reshape(n_img, a, k, h, w).clone()
     dev = out.device
-    anchors = torch.tensor(layer.anchors, dtype=torch.float32, device=dev).view(-1, 2)
-    mask_t = torch.tensor(layer.mask, device=dev, dtype=torch.long)
+    anchors_host = np.asarray(layer.anchors, dtype=np.float32).reshape(-1, 2)
+    anchors = _upload(anchors_host, dev)
+    mask_t = _upload(np.asarray(layer.mask, dtype=np.int64), dev)
     mult_list = class_multipliers(layer)
-    mult = torch.tensor(mult_list, device=dev) if mult_list is not None else None
+    mult = _upload(np.asarray(mult_list, dtype=np.float32), dev) if mult_list is not None else None
     stats = YoloStats()
+    sums = _DeviceSums()  # statistics stay on the device until one read at the end
     delta = torch.zeros_like(out)
 
-    truth = truth.to(dev, torch.float32)
+    # the truth side is worked out on the host, in numpy (the loader's truth lives there):
+    # which cells get which truth in which round depends only on the truth and the anchors
+    truth = truth.detach().cpu().numpy() if isinstance(truth, torch.Tensor) else np.asarray(truth)
+    truth = truth.astype(np.float32, copy=False)
     t_all = truth.shape[1]
-    tx = truth[:, :, 0]
-    valid = torch.cumprod((tx != 0).to(torch.int32), 1).bool()  # upstream stops at x == 0
-    n_truth = int(valid.sum(1).max().item()) if t_all else 0
+    valid = np.cumprod(truth[:, :, 0] != 0, 1).astype(bool)  # upstream stops at x == 0
+    n_truth = int(valid.sum(1).max()) if t_all else 0
     truth, valid = truth[:, :n_truth], valid[:, :n_truth]
-    cls_all = truth[:, :, 4].trunc().long() if n_truth else torch.zeros((n_img, 0), dtype=torch.long, device=dev)
+    cls_all = np.trunc(truth[:, :, 4]).astype(np.int64)
     class_ok = valid & (cls_all >= 0) & (cls_all < c)
+    truth_d, cls_all_d, class_ok_d = (_upload(t, dev) for t in (truth, cls_all, class_ok))
     if n_truth:
         out[:, :, 4] = _finite(out[:, :, 4])
 
@@ -258,9 +264,9 @@ def yolo_delta(layer, out: torch.Tensor, truth: torch.Tensor, netw: int, neth: i
     delta[:, :, 4] = layer.obj_normalizer * (0 - obj)
     best_t = None
     if n_truth:
-        tb = truth[:, :, :4].view(n_img, 1, 1, 1, n_truth, 4)
+        tb = truth_d[:, :, :4].view(n_img, 1, 1, 1, n_truth, 4)
         iou = box_iou(pred.unsqueeze(-2), tb)  # (N, A, H, W, T)
-        iou = torch.where(class_ok.view(n_img, 1, 1, 1, n_truth), iou, torch.zeros_like(iou))
+        iou = torch.where(class_ok_d.view(n_img, 1, 1, 1, n_truth), iou, torch.zeros_like(iou))
         best_iou, best_t = iou.max(-1)  # first of equal maxima, as upstream's strict '>'
         class_match = (out[:, :, 5:] > 0.25).any(2)
         best_match = torch.where(class_match, best_iou, torch.zeros_like(best_iou))
@@ -272,7 +278,6 @@ def yolo_delta(layer, out: torch.Tensor, truth: torch.Tensor, netw: int, neth: i
             delta[:, :, 4] = torch.where(ignore, torch.zeros_like(obj), delta[:, :, 4])
 
     cells = _Cells(out, delta)
-    cell_index = torch.arange(n_img * a * h * w, device=dev).view(n_img, a, h, w)
 
     def geometry(flat_cells, anchor_n):
         rem = flat_cells % (h * w)
@@ -294,11 +299,11 @@ def yolo_delta(layer, out: torch.Tensor, truth: torch.Tensor, netw: int, neth: i
         g = geometry(flat_cells, anchor_n)
         cm = mult[cls] if mult is not None else torch.ones_like(truth_rows[:, 0])
         cur_box = cells.delta[flat_cells, :4]
-        stats.rewritten_bbox += int((cur_box != 0).any(1).sum().item())
+        sums.add("rewritten_bbox", (cur_box != 0).any(1).sum())
         scale = 2 - truth_rows[:, 2] * truth_rows[:, 3]
         inc = _box_delta(layer, g, truth_rows, g["x4"], scale, layer.iou_normalizer * cm)
         cells.delta[flat_cells, :4] = cur_box + inc
-        stats.total_bbox += int(flat_cells.numel())
+        stats.total_bbox += int(flat_cells.shape[0])
         o = cells.out[flat_cells, 4]
         cur_obj = cells.delta[flat_cells, 4]
         if truth_thresh_stage:
@@ -315,91 +320,47 @@ def yolo_delta(layer, out: torch.Tensor, truth: torch.Tensor, netw: int, neth: i
         if not truth_thresh_stage:
             ious = box_iou(g["box"], truth_rows[:, :4])
             gious = box_giou(g["box"], truth_rows[:, :4])
-            stats.tot_iou += float(ious.sum().item())
-            stats.tot_iou_loss += float((1 - ious).sum().item())
-            stats.tot_giou_loss += float((1 - gious).sum().item())
-            stats.count += int(flat_cells.numel())
-            stats.class_count += int(flat_cells.numel())
+            sums.add("tot_iou", ious.sum())
+            sums.add("tot_iou_loss", (1 - ious).sum())
+            sums.add("tot_giou_loss", (1 - gious).sum())
+            stats.count += int(flat_cells.shape[0])
+            stats.class_count += int(flat_cells.shape[0])
 
-    # stage 1: cells whose best truth overlaps above truth_thresh (never with truth_thresh=1)
+    # stage 1: cells whose best truth overlaps above truth_thresh (never with the default
+    # truth_thresh=1; these cells depend on the output, so this stage reads the device)
     if n_truth and layer.truth_thresh < 1:
         sel = best_iou > layer.truth_thresh
         if sel.any():
+            cell_index = torch.arange(n_img * a * h * w, device=dev).view(n_img, a, h, w)
             fc = cell_index[sel]
             b = fc // (a * h * w)
             t = best_t[sel]
-            rows = truth[b, t]
+            rows = truth_d[b, t]
             an = mask_t[(fc // (h * w)) % a]
-            apply(fc, an, rows, cls_all[b, t], True, best_iou[sel])
+            apply(fc, an, rows, cls_all_d[b, t], True, best_iou[sel])
 
     # stage 2: every truth is assigned to its best anchor's cell, plus (iou_thresh < 1) to
-    # every other masked anchor that matches it well enough
-    if n_truth:
-        ok = class_ok
-        b_idx, t_idx = ok.nonzero(as_tuple=True)
-        rows = truth[b_idx, t_idx]
-        cls = cls_all[b_idx, t_idx]
-        i = (rows[:, 0] * w).long().clamp(0, w - 1)
-        j = (rows[:, 1] * h).long().clamp(0, h - 1)
-        total = layer.total  # upstream searches the first num anchors
-        shape_t = torch.zeros((rows.shape[0], 1, 4), device=dev)
-        shape_t[:, 0, 2:] = rows[:, 2:4]
-        shape_a = torch.zeros((1, total, 4), device=dev)
-        shape_a[0, :, 2] = anchors[:total, 0] / netw
-        shape_a[0, :, 3] = anchors[:total, 1] / neth
-        a_iou = box_iou(shape_a, shape_t)  # (M, total)
-        best_n = a_iou.max(1).indices
-        in_mask = torch.full((max(total, anchors.shape[0]),), -1, dtype=torch.long, device=dev)
-        in_mask[mask_t] = torch.arange(a, device=dev)
-        pairs = [(best_n, torch.zeros_like(best_n))]  # (anchor, order within the truth)
-        if layer.iou_thresh < 1.0:
-            kind_iou = box_iou_kind(shape_a, shape_t, layer.iou_thresh_kind)
-            for nn_ in range(total):
-                extra = (in_mask[nn_] >= 0) & (best_n != nn_) & (kind_iou[:, nn_] > layer.iou_thresh)
-                pairs.append((torch.where(extra, torch.full_like(best_n, nn_), torch.full_like(best_n, -1)),
-                              torch.full_like(best_n, nn_ + 1)))
-        an = torch.cat([p[0] for p in pairs])
-        order_in_truth = torch.cat([p[1] for p in pairs])
-        rep = len(pairs)
-        m_idx = torch.arange(rows.shape[0], device=dev).repeat(rep)
-        keep = an >= 0
-        keep &= in_mask[an.clamp(min=0)] >= 0
-        an, order_in_truth, m_idx = an[keep], order_in_truth[keep], m_idx[keep]
-        if an.numel():
-            mn = in_mask[an]
-            bb = b_idx[m_idx]
-            fc = cell_index[bb, mn, j[m_idx], i[m_idx]]
-            # upstream's order: image, truth, best anchor first then the others by index
-            key = (bb * (t_all + 1) + t_idx[m_idx]) * (total + 2) + order_in_truth
-            order = torch.argsort(key)
-            fc, an, m_idx = fc[order], an[order], m_idx[order]
-            # rank of each assignment among those of the same cell, in upstream's order:
-            # a stable sort by cell keeps that order inside each cell's run
-            by_cell = torch.argsort(fc, stable=True)
-            sorted_fc = fc[by_cell]
-            pos = torch.arange(fc.numel(), device=dev)
-            run_start = torch.cummax(torch.where(torch.cat([sorted_fc.new_ones(1, dtype=torch.bool),
-                                                            sorted_fc[1:] != sorted_fc[:-1]]), pos,
-                                                 torch.zeros_like(pos)), 0).values
-            rank = torch.empty_like(fc)
-            rank[by_cell] = pos - run_start
-            for r in range(int(rank.max().item()) + 1):
-                s = rank == r
-                apply(fc[s], an[s], rows[m_idx[s]], cls[m_idx[s]], False)
+    # every other masked anchor that matches it well enough; rounds of distinct cells
+    for fc, an, rows, cls in _assignment_rounds(layer, truth, class_ok, cls_all, anchors_host, n_img, netw, neth):
+        apply(*(_upload(v, dev) for v in (fc, an, rows, cls)), False)
 
     if layer.iou_thresh < 1.0:
         # upstream's averages_yolo_deltas: box deltas divided by the number of positive class deltas
         d = cells.delta
         npos = (d[:, 5:] > 0).sum(1)
-        sel = (d[:, 4] != 0) & (npos > 0)
-        d[sel, :4] = d[sel, :4] / npos[sel].unsqueeze(1).to(d.dtype)
+        sel = ((d[:, 4] != 0) & (npos > 0)).unsqueeze(1)
+        d[:, :4] = torch.where(sel, d[:, :4] / npos.clamp(min=1).unsqueeze(1).to(d.dtype), d[:, :4])
 
     delta = cells.result()
-    flat = delta.reshape(-1)
-    stats.loss = float((flat.double() ** 2).sum().item())
     no_box = delta.clone()
     no_box[:, :, :4] = 0
-    stats.classification_loss = layer.obj_normalizer * float((no_box.reshape(-1).double() ** 2).sum().item())
+    sums.add("loss", (delta.reshape(-1).double() ** 2).sum())
+    sums.add("classification_loss", (no_box.reshape(-1).double() ** 2).sum())
+    got = sums.read()  # the one host read of this layer
+    stats.tot_iou, stats.tot_iou_loss, stats.tot_giou_loss = got["tot_iou"], got["tot_iou_loss"], got["tot_giou_loss"]
+    stats.rewritten_bbox = int(got["rewritten_bbox"])
+    stats.loss = got["loss"]
+    stats.classification_loss = layer.obj_normalizer * got["classification_loss"]
     count = stats.count or 1
     if layer.iou_loss == "mse":
         stats.cost = stats.loss
@@ -407,3 +368,88 @@ def yolo_delta(layer, out: torch.Tensor, truth: torch.Tensor, netw: int, neth: i
         tot = stats.tot_giou_loss if layer.iou_loss == "giou" else stats.tot_iou_loss
         stats.cost = (layer.iou_normalizer * (tot / count) if stats.count else 0.0) + stats.classification_loss
     return delta.reshape(n_img, a * k, h, w), stats
+
+
+def _upload(a: np.ndarray, dev: torch.device) -> torch.Tensor:
+    """A host array as a tensor on `dev`, without making the host wait (pinned, non-blocking)
+    on CUDA."""
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    if dev.type == "cpu":
+        return t
+    return t.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else t.to(dev)
+
+
+class _DeviceSums:
+    """Scalars accumulated on the device and read back together."""
+
+    NAMES = ("tot_iou", "tot_iou_loss", "tot_giou_loss", "rewritten_bbox", "loss", "classification_loss")
+
+    def __init__(self):
+        self.parts: dict[str, list[torch.Tensor]] = {n: [] for n in self.NAMES}
+
+    def add(self, name: str, value: torch.Tensor) -> None:
+        self.parts[name].append(value.double())
+
+    def read(self) -> dict[str, float]:
+        present = [n for n in self.NAMES if self.parts[n]]
+        values = torch.stack([torch.stack(self.parts[n]).sum() for n in present]).tolist() if present else []
+        out = dict.fromkeys(self.NAMES, 0.0)
+        out.update(zip(present, values))
+        return out
+
+
+def _assignment_rounds(layer, truth, class_ok, cls_all, anchors, n_img: int, netw: int, neth: int):
+    """Upstream's truth loop of forward_yolo_layer, planned on the host (numpy): every truth
+    goes to the cell of its best anchor (among the first `num`), when that anchor is in this
+    layer's mask, and with iou_thresh < 1 also to each other masked anchor it matches above
+    iou_thresh. Yields rounds (flat cell, anchor, truth row, class) of distinct cells: round r
+    holds each cell's r-th assignment in upstream's order (image, truth, best anchor first)."""
+    a, h, w = layer.n, layer.out_h, layer.out_w
+    b_idx, t_idx = np.nonzero(class_ok)
+    if b_idx.size == 0:
+        return
+    t_all = truth.shape[1]
+    rows = truth[b_idx, t_idx]
+    cls = cls_all[b_idx, t_idx]
+    i = np.clip((rows[:, 0] * np.float32(w)).astype(np.int64), 0, w - 1)
+    j = np.clip((rows[:, 1] * np.float32(h)).astype(np.int64), 0, h - 1)
+    total = layer.total  # upstream searches the first num anchors
+    shape_t = np.zeros((rows.shape[0], 1, 4), np.float32)
+    shape_t[:, 0, 2:] = rows[:, 2:4]
+    shape_a = np.zeros((1, total, 4), np.float32)
+    shape_a[0, :, 2] = anchors[:total, 0] / np.float32(netw)
+    shape_a[0, :, 3] = anchors[:total, 1] / np.float32(neth)
+    best_n = np.argmax(box_iou(shape_a, shape_t), 1)  # (M,), first of equal maxima
+    in_mask = np.full(max(total, anchors.shape[0]), -1, np.int64)
+    in_mask[np.asarray(layer.mask, dtype=np.int64)] = np.arange(a)
+    pairs = [(best_n, np.zeros_like(best_n))]  # (anchor, order within the truth)
+    if layer.iou_thresh < 1.0:
+        kind_iou = box_iou_kind(shape_a, shape_t, layer.iou_thresh_kind)
+        for nn_ in range(total):
+            extra = (in_mask[nn_] >= 0) & (best_n != nn_) & (kind_iou[:, nn_] > np.float32(layer.iou_thresh))
+            pairs.append((np.where(extra, nn_, -1), np.full_like(best_n, nn_ + 1)))
+    an = np.concatenate([p[0] for p in pairs])
+    order_in_truth = np.concatenate([p[1] for p in pairs])
+    m_idx = np.tile(np.arange(rows.shape[0]), len(pairs))
+    keep = (an >= 0) & (in_mask[np.maximum(an, 0)] >= 0)
+    an, order_in_truth, m_idx = an[keep], order_in_truth[keep], m_idx[keep]
+    if an.size == 0:
+        return
+    bb = b_idx[m_idx]
+    fc = ((bb * a + in_mask[an]) * h + j[m_idx]) * w + i[m_idx]
+    # upstream's order: image, truth, best anchor first then the others by index
+    key = (bb * (t_all + 1) + t_idx[m_idx]) * (total + 2) + order_in_truth
+    order = np.argsort(key, kind="stable")
+    fc, an, m_idx = fc[order], an[order], m_idx[order]
+    # rank of each assignment among those of the same cell, in upstream's order: a stable
+    # sort by cell keeps that order inside each cell's run
+    by_cell = np.argsort(fc, kind="stable")
+    sorted_fc = fc[by_cell]
+    pos = np.arange(fc.size)
+    starts = np.concatenate([[True], sorted_fc[1:] != sorted_fc[:-1]])
+    run_start = np.maximum.accumulate(np.where(starts, pos, 0))
+    rank = np.empty_like(fc)
+    rank[by_cell] = pos - run_start
+    for r in range(int(rank.max()) + 1):
+        s = rank == r
+        yield fc[s], an[s], rows[m_idx[s]], cls[m_idx[s]]

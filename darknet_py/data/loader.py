@@ -168,12 +168,12 @@ class BatchLoader:
     or prepared ahead by worker threads (or processes); issues reported once. The machinery
     DetectionLoader and ClassifierLoader share."""
 
-    def __init__(self, maker, width: int, height: int, *, show_imgs: bool = False,
+    def __init__(self, maker, width: int, height: int, *, channels: int = 3, show_imgs: bool = False,
                  show_message: str = SHOW_IMGS_MESSAGE, seed=None, workers: int | None = None,
                  prefetch: int = DEFAULT_PREFETCH, bad_list: str | None = "bad.list",
                  bad_label_list: str | None = "bad_label.list", start_method: str = "forkserver",
                  pin_memory: bool = False, kind: str = "thread"):
-        self.width, self.height = int(width), int(height)
+        self.width, self.height, self.channels = int(width), int(height), int(channels)
         self.workers = default_workers() if workers is None else max(0, int(workers))
         self.prefetch = max(1, int(prefetch))
         self.start_method, self.pin_memory = start_method, bool(pin_memory)
@@ -214,7 +214,8 @@ class BatchLoader:
             return
         if self.kind == "thread":
             cv2.setNumThreads(1)  # the threads are the parallelism; OpenCV's own pool would compete
-            it = _ThreadStream(self._maker, _Requests(self, n, sizes_fn), self.workers, self.workers * self.prefetch)
+            depth = prefetch_depth(self.workers * self.prefetch, n, self.channels, self.width, self.height)
+            it = _ThreadStream(self._maker, _Requests(self, n, sizes_fn), self.workers, depth)
         else:
             stream = DataLoader(_BatchDataset(self._maker), batch_size=None, sampler=_Requests(self, n, sizes_fn),
                                 num_workers=self.workers, prefetch_factor=self.prefetch, collate_fn=_as_is,
@@ -315,10 +316,22 @@ class DetectionLoader(BatchLoader):
             flip=int(flip), blur=int(blur), gaussian_noise=int(gaussian_noise), mixup=int(mixup),
             letter_box=int(letter_box), mosaic_bound=int(mosaic_bound)))
         self.options = opt
-        super().__init__(_BatchMaker(paths, opt, show_dir if show_imgs else None), width, height,
+        super().__init__(_BatchMaker(paths, opt, show_dir if show_imgs else None), width, height, channels=opt.channels,
                          show_imgs=show_imgs, seed=seed, workers=workers, prefetch=prefetch, bad_list=bad_list,
                          bad_label_list=bad_label_list, start_method=start_method, pin_memory=pin_memory,
                          kind=kind)
+
+
+def prefetch_depth(wanted: int, n: int, channels: int, width: int, height: int) -> int:
+    """How many batches to prepare ahead: `wanted`, but never more than an eighth of the memory
+    available now can hold (a batch of 64 images at 896 x 896 is 600 MB; random=1 may make
+    them twice that), and at least one."""
+    batch_bytes = 2 * 4 * n * channels * width * height  # float32, room for a multi-scale size
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return max(1, wanted)
+    return max(1, min(wanted, available // 8 // max(batch_bytes, 1)))
 
 
 def default_workers() -> int:

@@ -152,20 +152,6 @@ def network_classes(net) -> int:
     return int(classes)
 
 
-def eval_device(nogpu: bool = False, gpus: str | None = None):
-    """The device of the evaluation commands: the first of -gpus (default GPU 0) when CUDA
-    is available, unless -nogpu; else the CPU (upstream: its CUDA build uses the GPU)."""
-    import torch
-
-    if nogpu or not torch.cuda.is_available():
-        return torch.device("cpu")
-    first = (gpus or "0").split(",")[0].strip() or "0"
-    try:
-        return torch.device("cuda", int(first))
-    except ValueError:
-        raise EvalError(f"-gpus {gpus}: not a list of GPU numbers") from None
-
-
 def load_eval_network(cfg_path: str, weights_path: str | None, device=None):
     """load_network(cfg, weights) for evaluation: batch 1, inference mode, fused, on
     `device` (default: the CPU).

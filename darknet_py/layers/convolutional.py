@@ -202,6 +202,20 @@ class Convolutional(Layer):
                 dilation=(self.dilation,) * 2, groups=self.groups,
                 input_shape=(1, self.c, self.h, self.w), activation=self.activation)
 
+    def _apply(self, fn, recurse=True):
+        """.to(device) / .double() / ...: the parameters move (nn.Module), then what is derived
+        from them follows: the shared batch-norm buffers are the shared layer's again, and
+        the fused (and packed, on the CPU) weights are made anew from the moved ones."""
+        where = lambda: (self.conv_weight().device, self.conv_weight().dtype)
+        before = where()
+        super()._apply(fn, recurse)
+        if self.share_layer is not None and self.bn and self.share_layer.bn:
+            self._buffers["rolling_mean"] = self.share_layer.rolling_mean
+            self._buffers["rolling_variance"] = self.share_layer.rolling_variance
+        if self._fused is not None and where() != before:  # a memory format change keeps them
+            self.fuse()
+        return self
+
     def unfuse(self) -> None:
         self._fused = None
         self._packed = None

@@ -91,6 +91,11 @@ class CRNN(Layer):
     def _convs(self):
         return (self.input_layer, self.self_layer, self.output_layer)
 
+    def initialize(self, gen: torch.Generator) -> None:
+        """make_crnn_layer: its three convolutions are made (and initialized) as any other."""
+        for l in self._convs():
+            l.initialize(gen)
+
     def weight_arrays(self):
         return [t for l in self._convs() for t in l.weight_arrays()]
 

@@ -17,10 +17,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..chart import TrainChart
-from .loop import (Trainer, _device, _NoChart, _progress, basecfg, closing, inference_copy, save_final,
-                   saved_on_interrupt, start_network)
+from ..devices import select_device
+from .loop import (Trainer, _NoChart, _progress, basecfg, closing, inference_copy, save_final, saved_on_interrupt,
+                   start_network)
 from .lr_policy import current_rate
 
 F32 = np.float32
@@ -30,10 +32,10 @@ def train_classifier(datacfg: str, cfgfile: str, weightfile: str | None, *, clea
                      dont_show: bool = True, calc_topk: bool = False, show_imgs: bool = False, chart: str | None = None,
                      dontuse_opencv: bool = False, gpus: list[int] | None = None, workers: int | None = None,
                      seed: int | None = None, flavor: str | None = None, out=None, err=None,
-                     dist=None) -> int:
+                     dist=None, device=None) -> int:
     """`classifier train DATA CFG [WEIGHTS]`. `dist`: a distributed.Dist when this is one of
     several processes (rank 0 alone prints and writes files). out / err: default the current
-    sys.stdout / sys.stderr."""
+    sys.stdout / sys.stderr. `device`: default upstream's rule (devices.select_device)."""
     from ..cfg import read_data_cfg
     from ..data import read_list
     from ..data.classifier import classifier_loader_from_net, read_label_names
@@ -45,7 +47,7 @@ def train_classifier(datacfg: str, cfgfile: str, weightfile: str | None, *, clea
     print(base, file=out)
     world = 1 if dist is None else dist.world_size
     print(world, file=out)
-    device = _device(gpus)
+    device = torch.device(device) if device is not None else select_device(gpus=gpus)
     net = start_network(cfgfile, weightfile, seed=seed, flavor=flavor, clear=clear, dist=dist)
     main_rank = dist is None or dist.is_main
     o = net.options
@@ -68,7 +70,7 @@ def train_classifier(datacfg: str, cfgfile: str, weightfile: str | None, *, clea
     trainer.dist = dist
     data_seed = seed if dist is None else dist.seeds(seed)[0]
     loader = classifier_loader_from_net(net, paths, labels, show_imgs=show_imgs, dontuse_opencv=dontuse_opencv,
-                                        seed=data_seed, workers=workers)
+                                        seed=data_seed, workers=workers, pin_memory=device.type == "cuda")
     Path(backup).mkdir(parents=True, exist_ok=True)
     plot = TrainChart(base, o.max_batches, o.max_chart_loss, chart, accuracy_name=topk_name) \
         if main_rank and not dontuse_opencv else _NoChart()
@@ -84,7 +86,7 @@ def train_classifier(datacfg: str, cfgfile: str, weightfile: str | None, *, clea
             trainer.net.save_weights(path)
 
     start = time.time()
-    with saved_on_interrupt(lambda: save(last), last, err) as stopped, closing(bar, loader):
+    with saved_on_interrupt(lambda: save(last), last, err, sigterm=dist is None) as stopped, closing(bar, loader):
         stream = iter(loader.batches(imgs))
         while forever or trainer.iteration < o.max_batches:
             t0 = time.time()

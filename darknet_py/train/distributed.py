@@ -57,9 +57,12 @@ What upstream does with n GPUs, and what is kept:
   on every process (a seed shared by all); data augmentation differs per process.
 
 Only rank 0 prints upstream's lines, writes weights, backups, chart.png and runs -map; the
-others print nothing but errors. Ctrl-C: every process stops, rank 0 saves NAME_last.weights
-(further Ctrl-C are ignored while it does). A process that loses the others (one crashed or
-was stopped) stops as if interrupted: rank 0 saves NAME_last.weights. Environment:
+others print nothing but errors. Ctrl-C or SIGTERM (to any process, or SIGTERM to the launcher
+of -gpus, which passes it on): the processes agree at the next step boundary to stop (a flag
+all-reduced through gloo on the CPU, beside nccl on GPUs, so that no process is left waiting
+in a collective), rank 0 saves NAME_last.weights, and all exit with 130 (143 for SIGTERM).
+A process that loses the others (one crashed or was killed) stops as if interrupted: rank 0
+saves NAME_last.weights; a SIGKILLed launcher takes its processes with it. Environment:
 DARKNET_DIST_TIMEOUT (seconds a collective may wait, default 1800: rank 0's -map holds the
 others that long at most), DARKNET_DIST_CHECK=1 (compare a checksum of every parameter and
 rolling statistic over the processes after every step; a difference stops training).
@@ -126,7 +129,9 @@ class Dist:
     device: torch.device
     base_seed: int = 0
     check: bool = False
-    interrupted: bool = False
+    interrupted: bool = False  # this process was asked to stop (Ctrl-C, SIGTERM)
+    terminated: bool = False   # ... by SIGTERM
+    ctrl: object = None        # the gloo group the stop flag travels in (None: the default group)
 
     @property
     def is_main(self) -> bool:
@@ -155,6 +160,17 @@ class Dist:
         return None if sizes is None else _Strided(sizes, self.world_size)
 
     # -- every step ---------------------------------------------------------------
+    def should_stop(self) -> bool:
+        """At a step boundary, did any process get Ctrl-C or SIGTERM? All stop together here,
+        between collectives, so none is left waiting in one (under nccl such a wait can last
+        the whole timeout). The flag goes through gloo on the CPU, which a lost peer ends."""
+        flag = torch.tensor([2 if self.terminated else 1 if self.interrupted else 0], dtype=torch.int32)
+        self._run(lambda: tdist.all_reduce(flag, op=tdist.ReduceOp.MAX, group=self.ctrl))
+        value = int(flag.item())
+        self.interrupted = self.interrupted or value > 0
+        self.terminated = self.terminated or value == 2
+        return value > 0
+
     def all_reduce_gradients(self, net) -> None:
         """.grad := the mean over the processes of each process's .grad (None counts as 0;
         stays None where no process has one)."""
@@ -296,6 +312,8 @@ def init_from_env(gpus: list[int] | None = None) -> Dist:
     timeout = datetime.timedelta(seconds=float(env.get("DARKNET_DIST_TIMEOUT", "1800")))
     tdist.init_process_group(backend, init_method="env://", rank=rank, world_size=world, timeout=timeout)
     d = Dist(rank, world, local_rank, local_world, device, check=env.get("DARKNET_DIST_CHECK", "") not in ("", "0"))
+    if backend != "gloo":  # the stop flag must not wait in nccl: a gloo group beside it
+        d.ctrl = tdist.new_group(backend="gloo", timeout=timeout)
     seed = torch.tensor([secrets.randbits(62) if rank == 0 else 0], dtype=torch.int64, device=device)
     d._run(lambda: tdist.broadcast(seed, 0))
     d.base_seed = int(seed.item())
@@ -345,41 +363,46 @@ def run_rank(datacfg: str, cfgfile: str, weightfile: str | None, *, gpus=None, c
     from the environment)."""
     train_fn, rank0_only = _train_function(command)
 
-    state = {"interrupted": False}
-    previous = signal.getsignal(signal.SIGINT)
+    state = {"interrupted": False, "terminated": False}
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
-    def on_sigint(signum, frame):
+    def on_signal(signum, frame):
+        # noted only: every process stops at the same step boundary (Dist.should_stop), so
+        # that none waits in a collective for one that has gone
         state["interrupted"] = True
+        state["terminated"] = state["terminated"] or signum == signal.SIGTERM
         if dist is not None:
-            dist.interrupted = True
-        _ignore_sigint()  # one Ctrl-C stops everything; more must not cut the _last save short
-        raise KeyboardInterrupt
+            dist.interrupted, dist.terminated = True, state["terminated"]
+        if dist is None:  # not in the group yet: nothing to wait for
+            raise KeyboardInterrupt
 
     dist = None
-    signal.signal(signal.SIGINT, on_sigint)
+    for s in previous:
+        signal.signal(s, on_signal)
     completed = False
     try:
         dist = init_from_env(gpus)
-        dist.interrupted = state["interrupted"]
+        dist.interrupted, dist.terminated = state["interrupted"], state["terminated"]
         if kw.get("workers") is None:  # the cores shared among this machine's processes
             kw["workers"] = max(1, min(8, (os.cpu_count() or 1) // dist.local_world_size))
         device_ids = [dist.device.index] if dist.device.type == "cuda" else None
         if dist.is_main:
-            code = train_fn(datacfg, cfgfile, weightfile, gpus=device_ids, dist=dist, **kw)
+            code = train_fn(datacfg, cfgfile, weightfile, gpus=device_ids, device=dist.device, dist=dist, **kw)
         else:
             kw.update(rank0_only)
             with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
                 kw.update(out=null, err=null)
-                code = train_fn(datacfg, cfgfile, weightfile, gpus=device_ids, dist=dist, **kw)
+                code = train_fn(datacfg, cfgfile, weightfile, gpus=device_ids, device=dist.device, dist=dist, **kw)
         completed = code == 0
         return code
     except KeyboardInterrupt:
-        return 130
+        return 143 if state["terminated"] else 130
     finally:
         if dist is not None:
             dist.close(completed)
         with contextlib.suppress(ValueError):
-            signal.signal(signal.SIGINT, previous)
+            for s, h in previous.items():
+                signal.signal(s, h)
 
 
 # ============================================================================ launcher
@@ -413,18 +436,27 @@ def launch(entry, argv: list[str], nprocs: int) -> int:
         env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "RANK": str(rank), "WORLD_SIZE": str(nprocs),
                "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(nprocs)}
         procs.append(ctx.Process(target=_child, args=(entry, list(argv), env), name=f"darknet-rank{rank}"))
-    previous = signal.getsignal(signal.SIGINT)
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def forward_sigterm(signum, frame):  # a scheduler stops the launcher: the processes stop as on Ctrl-C
+        for p in procs:
+            if p.is_alive() and p.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGTERM)
+
     try:
         for p in procs:
             p.start()
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches them from the terminal
+        signal.signal(signal.SIGTERM, forward_sigterm)
         _wait(procs)
     finally:
         for p in procs:
             if p.is_alive():
                 p.kill()
                 p.join()
-        signal.signal(signal.SIGINT, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
     codes = [128 - p.exitcode if p.exitcode < 0 else p.exitcode for p in procs]
     failed = [c for c in codes if c not in (0, 130)]
     return failed[0] if failed else max(codes)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..chart import TrainChart
+from ..devices import select_device
 from ..network import Network, announce_detection_layers, build_network
 from ..gaussian_delta import gaussian_yolo_delta
 from ..region_delta import region_delta
@@ -103,6 +104,10 @@ class Trainer:
         self.dist = None  # distributed.Dist when several processes train together
         self.total_bbox = 0
         self.rewritten_bbox = 0
+        # NHWC through the whole network on the CPU: oneDNN's max-pool is several times faster
+        # on it, and its convolutions, batch norm and routes take it as is (benchmarks/train.py
+        # measures both)
+        self.channels_last = self.device.type == "cpu"
 
     def resize(self, width: int, height: int) -> None:
         """upstream's resize_network for random=1: same parameters, another input size."""
@@ -120,11 +125,17 @@ class Trainer:
         mb = o.mini_batch
         n = x.shape[0] // mb
         total = 0.0
+        if self.dist is not None and self.dist.should_stop():  # Ctrl-C / SIGTERM in any process
+            raise Terminated() if self.dist.terminated else KeyboardInterrupt()
         self.sgd.zero_grad()
         for i in range(n):
-            # the loader hands tensors (numpy arrays work too): no copy on the CPU
-            xs = torch.as_tensor(x[i * mb:(i + 1) * mb]).to(self.device)
-            ts = torch.as_tensor(truth[i * mb:(i + 1) * mb]).to(self.device)
+            # the loader hands tensors (numpy arrays work too): no copy on the CPU, one
+            # non-blocking copy of pinned memory to a GPU; the truth stays on the host, where
+            # the detection layers plan their assignments (yolo_delta.py)
+            xs = torch.as_tensor(x[i * mb:(i + 1) * mb]).to(self.device, non_blocking=True)
+            if self.channels_last and xs.dim() == 4:
+                xs = xs.contiguous(memory_format=torch.channels_last)
+            ts = torch.as_tensor(truth[i * mb:(i + 1) * mb])
             net.seen += mb
             net.current_subdivision = i
             res = forward_backward(net, xs, ts, err)
@@ -148,9 +159,10 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
                    dont_show: bool = True, calc_map: bool = False, thresh: float = 0.25, iou_thresh: float = 0.5,
                    show_imgs: bool = False, chart: str | None = None, map_epochs: int = 4, gpus: list[int] | None = None,
                    workers: int | None = None, seed: int | None = None, out=sys.stdout, err=sys.stderr,
-                   dist=None, flavor: str | None = None) -> int:
+                   dist=None, flavor: str | None = None, device: torch.device | str | None = None) -> int:
     """`dist`: a distributed.Dist when this is one of several processes (rank 0 alone prints
-    and writes files; see darknet_py/train/distributed.py)."""
+    and writes files; see darknet_py/train/distributed.py). `device`: default upstream's rule
+    (devices.select_device: gpus[0], else GPU 0 when CUDA is present, else the CPU)."""
     from ..data import loader_from_net, read_list, read_obj_data, sizes_from_net
 
     data = read_obj_data(datacfg)
@@ -161,7 +173,7 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
     backup = data.backup
     base = basecfg(cfgfile)
     print(base, file=out)
-    device = _device(gpus)
+    device = torch.device(device) if device is not None else select_device(gpus=gpus)
     net = start_network(cfgfile, weightfile, seed=seed, flavor=flavor, clear=clear, dist=dist)
     main_rank, world = (True, 1) if dist is None else (dist.is_main, dist.world_size)
     o = net.options
@@ -181,7 +193,8 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
     trainer.dist = dist
     start_iteration = trainer.iteration
     data_seed, sizes_seed = (seed, seed) if dist is None else dist.seeds(seed)
-    loader = loader_from_net(net, paths, data.classes, show_imgs=show_imgs, seed=data_seed, workers=workers)
+    loader = loader_from_net(net, paths, data.classes, show_imgs=show_imgs, seed=data_seed, workers=workers,
+                             pin_memory=device.type == "cuda")
     sizes = sizes_from_net(net, seed=sizes_seed, start_iteration=start_iteration)
     if dist is not None:
         sizes = dist.strided(sizes)
@@ -198,7 +211,8 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
         if main_rank:
             trainer.net.save_weights(path)
 
-    with saved_on_interrupt(lambda: save(last), last, err) as stopped, closing(bar, loader):
+    # distributed: run_rank handles SIGTERM
+    with saved_on_interrupt(lambda: save(last), last, err, sigterm=dist is None) as stopped, closing(bar, loader):
         if trainer.iteration < o.max_batches:
             stream = iter(loader.batches(imgs, sizes))
         while trainer.iteration < o.max_batches:
@@ -298,12 +312,13 @@ class Stopped:
 
 
 @contextlib.contextmanager
-def saved_on_interrupt(save_last, last: str, err=sys.stderr):
+def saved_on_interrupt(save_last, last: str, err=sys.stderr, sigterm: bool = True):
     """The training loop's Ctrl-C and SIGTERM: both stop it, `save_last()` writes the
     _last.weights (no second signal can cut that short) and `Stopped.code` tells the exit
-    status (130 / 143), as upstream's Ctrl-C handling plus a SIGTERM that behaves the same."""
+    status (130 / 143), as upstream's Ctrl-C handling plus a SIGTERM that behaves the same.
+    sigterm=False: SIGTERM is someone else's (a distributed process: run_rank's)."""
     stopped = Stopped()
-    restore_sigterm = raise_on_sigterm()
+    restore_sigterm = raise_on_sigterm() if sigterm else (lambda: None)
     try:
         yield stopped
     except KeyboardInterrupt as e:
@@ -392,9 +407,3 @@ def _progress(total: int, start: int, out):
     from tqdm import tqdm
 
     return tqdm(total=total, initial=start, unit="it", file=sys.stderr, dynamic_ncols=True, leave=False)
-
-
-def _device(gpus) -> torch.device:
-    if gpus and torch.cuda.is_available():
-        return torch.device(f"cuda:{gpus[0]}")
-    return torch.device("cpu")

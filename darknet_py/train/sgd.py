@@ -29,7 +29,7 @@ dont_update while iteration <= dont_update. A conv layer with share_index update
 arrays a second time, as upstream (both layers point at one set of buffers). Upstream's CPU
 build differs: no NaN fixes, no clip, no adam, the flags above are ignored and shortcut
 weights get decay; none of that is in the parity fixtures. Recurrent layers (crnn, lstm...)
-are not handled here.
+other than [crnn] (its three convolutions, as update_crnn_layer) are not handled here.
 
 EMA (ema_alpha, after the update, from iteration max_batches/2): conv weights, biases and
 scales (only scales for a shared layer) of layers built with train=1 are averaged
@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from ..layers.convolutional import Convolutional
+from ..layers.crnn import CRNN
 
 f32 = np.float32
 
@@ -71,11 +72,14 @@ class UpstreamSGD:
 
     def _collect(self) -> None:
         """Backward's share of upstream's buffers: buffer += loss_scale * (-grad), then no grad."""
-        ls = f32(self.options.loss_scale)
+        ls = float(f32(self.options.loss_scale))
         for p in self.net.parameters():
             if p.grad is not None:
                 u = self.buffers.get(p)
-                self.buffers[p] = (-ls * p.grad if u is None else u - ls * p.grad).detach()
+                if u is None:
+                    self.buffers[p] = p.grad.detach().mul_(-ls)  # the gradient's memory becomes the buffer
+                else:
+                    u.add_(p.grad.detach(), alpha=-ls)
                 p.grad = None
 
     def _updates(self, p: torch.Tensor) -> torch.Tensor:
@@ -83,14 +87,16 @@ class UpstreamSGD:
         return torch.zeros_like(p).detach() if u is None else u
 
     def _sgd(self, p, lr_b, momentum, decay_b=None, clamp=None) -> None:
+        """In place on the buffer (one pass over memory each): clamp, decay, step, momentum."""
         u = self._updates(p)
         with torch.no_grad():
             if clamp is not None:
-                u = u.clamp(-clamp, clamp)
+                u.clamp_(-clamp, clamp)
             if decay_b is not None:
-                u = u + f32(-decay_b) * p
-            p.add_(f32(lr_b) * u)
-        self.buffers[p] = f32(momentum) * u
+                u.add_(p, alpha=float(f32(-decay_b)))
+            p.add_(u, alpha=float(f32(lr_b)))
+            u.mul_(float(f32(momentum)))
+        self.buffers[p] = u
 
     def _adam(self, p, lr, decay_b, t) -> None:
         o = self.options
@@ -133,6 +139,8 @@ class UpstreamSGD:
 
     def _nan_guarded(self, layer) -> list[torch.Tensor]:
         """The weights (and their update buffers) upstream repairs NaN/inf in before an update."""
+        if isinstance(layer, CRNN):
+            return [t for sub in layer._convs() for t in self._nan_guarded(sub)]
         if isinstance(layer, Convolutional):
             w = layer.conv_weight()
         elif layer.type_name == "shortcut" and layer.nweights:
@@ -155,7 +163,10 @@ class UpstreamSGD:
         lr = f32(rate) * f32(layer.learning_rate_scale) / ls
         lr_b = lr / f32(batch)
         kind = layer.type_name
-        if isinstance(layer, Convolutional):
+        if isinstance(layer, CRNN):  # update_crnn_layer: its three convolutions
+            for sub in layer._convs():
+                self._update_layer(sub, rate, batch, t)
+        elif isinstance(layer, Convolutional):
             w, b = layer.conv_weight(), layer.conv_bias()
             u = self._repaired(w)
             k = w[0].numel()

@@ -83,7 +83,8 @@ if __name__ == "__main__":
 
 
 def _env():
-    return dict(os.environ, PYTHONPATH=str(ROOT))
+    # these tests mean the CPU (gloo): on a machine with GPUs, CUDA is hidden from them
+    return dict(os.environ, PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
 
 
 def _copy(tmp_path, name, **net_options):
@@ -148,11 +149,19 @@ def _single(d, batches):
     return out, trainer.net.seen, losses
 
 
+# Equal in exact arithmetic; in float32 the two sum the gradients in another order, which this
+# case amplifies as it amplifies any rounding: the tolerance is the one upstream's own run of
+# it earns with the GPU build's arithmetic (twice its measured rounding-level sensitivity, at
+# least 1% of each array's change; tests/data/train_gpu/CASE/sensitivity.json). A wrong
+# algebra (the learning rate not scaled, a gradient summed instead of averaged) is 50-100 %.
+TOL = json.loads((ROOT / "tests" / "data" / "train_gpu" / CASE / "sensitivity.json").read_text())["tolerance"]
+
+
 def _assert_close(ours, ref, init, what):
     for i, (a, b, a0) in enumerate(zip(ours, ref, init)):
         scale = np.abs(b - a0).max()
         err = np.abs(a - b).max()
-        assert err <= 1e-4 * scale + 1e-7, f"{what}: parameter {i} differs by {err:g} (change {scale:g})"
+        assert err <= TOL["update_rel_diff"] * scale + 1e-7, f"{what}: parameter {i} differs by {err:g} (change {scale:g})"
 
 
 def test_two_processes_equal_one_with_twice_the_batch(tmp_path):
@@ -194,7 +203,7 @@ def test_cli_gpus_two_cpu_processes(tmp_path):
     """-gpus 0,1 without CUDA: 2 gloo processes; rank 0 alone prints and writes; the result is the
     single-process equivalent's (all images are the fixture's one dog)."""
     d = _copy(tmp_path, "cli", max_batches=4)  # 2 steps: iterations 2 and 4
-    env = dict(_env(), DARKNET_DIST_CHECK="1", CUDA_VISIBLE_DEVICES="")  # checksums compared every step
+    env = dict(_env(), DARKNET_DIST_CHECK="1")  # checksums compared every step
     r = subprocess.run(_train_cli(d, "-gpus", "0,1"), cwd=d, capture_output=True, text=True, env=env, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Traceback" not in r.stderr
@@ -221,26 +230,32 @@ def test_cli_gpus_two_cpu_processes(tmp_path):
     _assert_close([p.detach().numpy() for p in ours.parameters()], ref[-1], init, "final weights")
 
 
-def test_ctrl_c_saves_last_on_rank_0(tmp_path):
-    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it): exit status 130,
-    rank 0 writes _last.weights, no process is left."""
-    d = _copy(tmp_path, "ctrlc", max_batches=100000)
-    env = dict(_env(), CUDA_VISIBLE_DEVICES="")
+@pytest.mark.parametrize("how", ["SIGINT-group", "SIGTERM-launcher"])
+def test_ctrl_c_and_sigterm_save_last_on_rank_0(tmp_path, how):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) or SIGTERM to the
+    launcher only (a scheduler, `timeout`): every process stops at the same step boundary,
+    exit status 130 (143), rank 0 writes _last.weights, no process is left."""
+    d = _copy(tmp_path, "stop", max_batches=100000)
+    env = _env()
     p = subprocess.Popen(_train_cli(d, "-gpus", "0,1"), cwd=d, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, env=env, start_new_session=True)
     try:
         for line in p.stdout:
             if line.startswith(" 4: "):
-                os.killpg(p.pid, signal.SIGINT)
+                if how == "SIGINT-group":
+                    os.killpg(p.pid, signal.SIGINT)
+                else:
+                    os.kill(p.pid, signal.SIGTERM)
                 break
         out, err = p.communicate(timeout=120)
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
-    assert p.returncode == 130, err[-3000:]
+    term = how.startswith("SIGTERM")
+    assert p.returncode == (143 if term else 130), err[-3000:]
     assert "Traceback" not in err
-    assert err.count("Interrupted: saved") == 1
+    assert err.count("Terminated (SIGTERM): saved" if term else "Interrupted: saved") == 1, err[-2000:]
     last = d / "backup" / f"{CASE}_last.weights"
     assert last.is_file() and last.stat().st_size == (SRC / "init.weights").stat().st_size
     left = ""
