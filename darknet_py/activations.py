@@ -132,6 +132,12 @@ class Mish(torch.autograd.Function):
         return dy * (x * (1 - t * t) * (1 - torch.exp(-sp)) + t)
 
 
-def train_activate(x: torch.Tensor, name: str) -> torch.Tensor:
-    """The activation with upstream's gradient where autograd's differs (mish)."""
+def train_activate(x: torch.Tensor, name: str, flavor: str = "cudnn") -> torch.Tensor:
+    """The activation with upstream's gradient where autograd's differs (mish).
+
+    flavor "cpu" (upstream's CPU build): a convolution or shortcut there applies relu6 through
+    the scalar activate() switch, which has no case for it and returns 0, so the output is all
+    zeros and so is the gradient (relu6_gradient of 0); the GPU build clamps to [0, 6]."""
+    if flavor == "cpu" and name == "relu6":
+        return torch.zeros_like(x)
     return Mish.apply(x) if name == "mish" else activate(x, name)

@@ -1,8 +1,9 @@
 """Upstream: draw_train_chart / draw_train_loss (src/image_opencv.cpp).
 
 chart.png and chart_CFG.png: a 1000x1000 canvas, the avg loss as blue dots (y from 0 to
-max_chart_loss), the mAP points in red joined by lines, a status line at the bottom. Saved
-every 100 iterations, at max_batches-1 and on demand, atomically.
+max_chart_loss), the accuracy points (a detector's mAP, a classifier's top-K) in red joined by
+lines, a status line at the bottom. Saved every 100 iterations, at max_batches-1 and on
+demand, atomically.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def _bgr(r: int, g: int, b: int) -> tuple[int, int, int]:
 
 class TrainChart:
     def __init__(self, cfg_base: str, max_batches: int, max_loss: float = 20.0, chart_path: str | None = None,
-                 out_dir: str | os.PathLike = "."):
+                 out_dir: str | os.PathLike = ".", accuracy_name: str = "mAP%"):
         self.names = [Path(out_dir) / "chart.png", Path(out_dir) / f"chart_{cfg_base}.png"]
         self.max_batches = max(1, max_batches)
         self.max_loss = max_loss
@@ -35,6 +36,8 @@ class TrainChart:
         if self.img is None:
             self.img = self._grid()
         self.old_batch = 0
+        self.accuracy_name = accuracy_name  # the label of the red curve: "mAP%", or "top5" for -topk
+        self.text_iteration = 0
         self.map_points: list[tuple[int, float]] = []
 
     def _grid(self) -> np.ndarray:
@@ -70,15 +73,22 @@ class TrainChart:
             cv2.circle(img, (x, max(y, 1)), 1, _bgr(0, 0, 255), -1)
         if mean_ap is not None:
             if not self.map_points:
-                cv2.putText(img, "mAP%", (10, 12), FONT, 0.7, _bgr(255, 0, 0), 1, cv2.LINE_AA)
+                cv2.putText(img, self.accuracy_name, (10, 12), FONT, 0.7, _bgr(255, 0, 0), 1, cv2.LINE_AA)
             else:
                 it0, p0 = self.map_points[-1]
                 cv2.line(img, self._xy(it0, p0), self._xy(iteration, mean_ap), _bgr(255, 0, 0), 1)
             text = f"{mean_ap * 100:2.1f}% "
             cv2.putText(img, text, (10, 28), FONT, 0.7, (255, 255, 255), 5, cv2.LINE_AA)
             cv2.putText(img, text, (10, 28), FONT, 0.7, _bgr(200, 0, 0), 1, cv2.LINE_AA)
-            x, y = self._xy(iteration, mean_ap)
-            cv2.putText(img, text, (x - 30, y + 15), FONT, 0.7, _bgr(200, 0, 0), 1, cv2.LINE_AA)
+            # upstream labels a point only when the value moved by > 0.1, is a new best, or a
+            # tenth of the run has passed since the last label (frequent -topk points would clutter)
+            old = self.map_points[-1][1] if self.map_points else 0.0
+            best = max((v for _, v in self.map_points), default=0.0)
+            if abs(old - mean_ap) > 0.1 or mean_ap > best or iteration - self.text_iteration >= self.max_batches // 10:
+                self.text_iteration = iteration
+                x, y = self._xy(iteration, mean_ap)
+                cv2.putText(img, f"{mean_ap * 100:2.0f}% ", (x - 30, y + 15), FONT, 0.7, _bgr(200, 0, 0), 1,
+                            cv2.LINE_AA)
             self.map_points.append((iteration, mean_ap))
         cv2.rectangle(img, (15, d + 18), (815, d + 38), (255, 255, 255), -1)
         cv2.putText(img, f"current avg loss = {avg_loss:2.4f}    iteration = {iteration}    approx. time left = "

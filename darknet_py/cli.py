@@ -422,6 +422,157 @@ def detector(argv) -> int:
     raise UsageError(f"detector {sub}: not available in this version of darknet_py (available: test, train, map, valid, recall, calc_anchors, demo)")
 
 
+# ===================================================================== classifier commands
+# `classifier train|valid|validmulti|valid10|validcrop|validfull|predict|label|test|demo`
+# (train/classifier.py, eval/classifier.py) and upstream's shortcuts `detect` and `classify`.
+
+CLASSIFIER_HELP = """  darknet.py classifier train DATA CFG [WEIGHTS] [-topk] [-dont_show] [-show_imgs] [-clear] [-gpus 0,1]
+                                                  [-chart F] [-dontuse_opencv] [-train_flavor cudnn|cpu] [-seed N] [-workers N]
+  darknet.py classifier valid|validmulti|valid10|validcrop|validfull DATA CFG WEIGHTS
+  darknet.py classifier predict DATA CFG WEIGHTS [IMAGE] [-t TOP] [-dont_show]
+  darknet.py classifier label|test DATA CFG WEIGHTS
+  darknet.py classifier demo DATA CFG WEIGHTS [VIDEO] [-c CAMERA] [-benchmark] [-dont_show]
+  darknet.py detect CFG WEIGHTS [IMAGE] [-thresh T] [-ext_output]   (detector test cfg/coco.data ...)
+  darknet.py classify CFG WEIGHTS [IMAGE]                            (classifier predict cfg/imagenet1k.data ... -t 5)
+"""
+
+CLASSIFIER_SUBCOMMANDS = ("train", "valid", "validmulti", "valid10", "validcrop", "validfull", "predict", "label",
+                          "test", "demo")
+
+
+def classifier_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="darknet.py classifier", add_help=False, allow_abbrev=False)
+    for name in ("-dont_show", "-benchmark", "-benchmark_layers", "-dontuse_opencv", "-show_imgs", "-topk", "-clear",
+                 "-nogpu"):
+        p.add_argument(name, action="store_true")
+    p.add_argument("-mjpeg_port", type=int, default=-1)
+    p.add_argument("-gpus")
+    p.add_argument("-c", type=int, default=0)
+    p.add_argument("-t", type=int, default=0)
+    p.add_argument("-chart")
+    p.add_argument("-i", type=int, default=0)
+    p.add_argument("-no_tf32", action="store_true")  # darknet_py's own, as for detector (devices.py)
+    p.add_argument("-tf32", action="store_true")
+    p.add_argument("-train_flavor", choices=("cpu", "cudnn"))  # darknet_py's own, as for detector train
+    p.add_argument("-seed", type=int)
+    p.add_argument("-workers", type=int)
+    p.add_argument("positional", nargs="*")
+    return p
+
+
+def classifier(argv) -> int:
+    """Upstream: run_classifier (src/classifier.c)."""
+    usage = (f"usage: darknet.py classifier [{'/'.join(CLASSIFIER_SUBCOMMANDS)}] DATA CFG [WEIGHTS] [IMAGE]")
+    if not argv:
+        raise UsageError(usage)
+    sub, rest = argv[0], argv[1:]
+    if sub not in CLASSIFIER_SUBCOMMANDS:
+        raise UsageError(f"classifier {sub}: not available in this version of darknet_py\n{usage}")
+    args, unknown = classifier_parser().parse_known_intermixed_args(rest)
+    args.argv = list(argv)
+    if unknown:
+        args.positional += [u for u in unknown if not u.startswith("-")]
+        bad = [u for u in unknown if u.startswith("-")]
+        if bad:
+            print(f"Warning: unknown flag(s) ignored: {' '.join(bad)}", file=sys.stderr)
+    if len(args.positional) < 2:
+        raise UsageError(usage)
+    if sub == "train":
+        return classifier_train(args)
+    return _eval_call(lambda a: classifier_eval(sub, a), args)
+
+
+def classifier_train(args) -> int:
+    from .train.classifier import train_classifier
+    from .train import distributed
+
+    from .devices import parse_gpus
+
+    pos = args.positional
+    weights = pos[2] if len(pos) > 2 and pos[2] else None
+    gpus = parse_gpus(args.gpus)
+    if args.gpus and not distributed.torchrun_env():  # upstream echoes -gpus once
+        print(args.gpus)
+    kw = dict(clear=args.clear, dont_show=args.dont_show, calc_topk=args.topk, show_imgs=args.show_imgs,
+              chart=args.chart, dontuse_opencv=args.dontuse_opencv, flavor=args.train_flavor, seed=args.seed,
+              workers=args.workers)
+    if distributed.requested(gpus):
+        why = distributed.bad_gpu_ids(gpus) if not distributed.torchrun_env() else None
+        if why:
+            raise UsageError(why)
+        return distributed.train(pos[0], pos[1], weights, gpus=gpus, argv=args.argv, entry=main,
+                                 command="classifier", **kw)
+    from .data import DataError
+
+    def run(_):
+        try:
+            return train_classifier(pos[0], pos[1], weights, device=_device(args, training=True), **kw)
+        except DataError as e:  # no usable image in the list
+            raise DataFileError(pos[0], str(e)) from None
+    from .data.files import DataFileError
+    return _eval_call(run, args)
+
+
+def classifier_eval(sub: str, args) -> int:
+    from .eval import classifier as ev
+
+    pos = args.positional
+    datacfg, cfgfile = pos[0], pos[1]
+    weights = pos[2] if len(pos) > 2 and pos[2] else None
+    filename = pos[3] if len(pos) > 3 and pos[3] else None
+    device = _eval_device(args)
+    if sub == "valid":
+        ev.validate_classifier_single(datacfg, cfgfile, weights, device=device)
+    elif sub in ("validmulti", "valid10", "validfull"):
+        ev.validate_classifier_views(datacfg, cfgfile, weights, sub[5:], device=device)
+    elif sub == "validcrop":
+        ev.validate_classifier_crop(datacfg, cfgfile, weights, device=device)
+    elif sub == "predict":
+        ev.predict_classifier(datacfg, cfgfile, weights, filename, args.t, device=device)
+    elif sub == "label":
+        ev.label_classifier(datacfg, cfgfile, weights, device=device)
+    elif sub == "test":
+        ev.test_classifier(datacfg, cfgfile, weights, device=device)
+    else:
+        ev.demo_classifier(datacfg, cfgfile, weights, args.c, filename, benchmark=args.benchmark or
+                           args.benchmark_layers, dont_show=args.dont_show, device=device)
+    return 0
+
+
+def _upstream_data_file(path: str, command: str) -> str:
+    import os
+
+    if not os.path.isfile(path):
+        raise UsageError(f"{path}: no such file ({command} reads upstream's {path} from the current directory: "
+                         "run it from the darknet_py folder)")
+    return path
+
+
+def detect(argv) -> int:
+    """Upstream's `detect CFG WEIGHTS [IMAGE]`: detector test with cfg/coco.data, thresh .24."""
+    args, unknown = detector_parser().parse_known_intermixed_args(argv)
+    args.positional += [u for u in unknown if not u.startswith("-")]
+    if not any(a == "-thresh" for a in argv):
+        args.thresh = 0.24
+    if len(args.positional) < 2:
+        raise UsageError("usage: darknet.py detect CFG WEIGHTS [IMAGE] [-thresh T] [-ext_output]")
+    args.positional = [_upstream_data_file("cfg/coco.data", "detect")] + args.positional
+    return test_detector(args)
+
+
+def classify(argv) -> int:
+    """Upstream's `classify CFG WEIGHTS [IMAGE]`: classifier predict with cfg/imagenet1k.data, top 5."""
+    args, unknown = classifier_parser().parse_known_intermixed_args(argv)
+    args.positional += [u for u in unknown if not u.startswith("-")]
+    if len(args.positional) < 2:
+        raise UsageError("usage: darknet.py classify CFG WEIGHTS [IMAGE]")
+    args.positional = [_upstream_data_file("cfg/imagenet1k.data", "classify")] + args.positional
+    args.t = 5
+    return _eval_call(lambda a: classifier_eval("predict", a), args)
+
+# ================================================================ end of classifier commands
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -431,9 +582,15 @@ def main(argv: list[str] | None = None) -> int:
         if cmd in ("-h", "--help", "help") or (cmd == "detector" and rest[:1] and rest[0] in ("-h", "--help")) \
                 or (cmd == "detector" and len(rest) == 2 and rest[1] in ("-h", "--help")):
             print(HELP)
+            print(CLASSIFIER_HELP)
             return 0
         if cmd == "detector":
             return detector(rest)
+        if cmd in ("classifier", "detect", "classify"):  # classifier commands and upstream's shortcuts
+            if rest[-1:] in (["-h"], ["--help"]):
+                print(CLASSIFIER_HELP)
+                return 0
+            return {"classifier": classifier, "detect": detect, "classify": classify}[cmd](rest)
         if cmd == "partial":
             return partial(rest)
         if cmd == "export":

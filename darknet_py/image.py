@@ -1,4 +1,5 @@
-"""Upstream: load_image_color, resize_image, letterbox_image (src/image.c)
+"""Upstream: load_image_color, resize_image, letterbox_image (src/image.c); the classifier's
+resize_min, crop_image, flip_image, rotate_crop_image, rgb_to_hsv, hsv_to_rgb, distort_image
 
 Images are numpy float32 arrays of shape (C, H, W), RGB, values in [0, 1]: the same
 planar layout as upstream's `image` struct, so a network input is `im.ravel()`.
@@ -196,6 +197,122 @@ def _c_div(a: int, b: int) -> int:
     """C integer division (truncates toward zero)."""
     q = abs(a) // abs(b)
     return q if (a >= 0) == (b >= 0) else -q
+
+
+# -------------------------------------------------------- the classifier's image operations
+
+
+def resize_min(im: np.ndarray, size: int) -> np.ndarray:
+    """Resize so that the shorter side is `size` (the other one by integer division); the
+    image itself when nothing changes."""
+    _, h, w = im.shape
+    if w < h:
+        h, w = (h * size) // w, size
+    else:
+        w, h = (w * size) // h, size
+    return im if (w, h) == (im.shape[2], im.shape[1]) else resize_image(im, w, h)
+
+
+def crop_image(im: np.ndarray, dx: int, dy: int, w: int, h: int) -> np.ndarray:
+    """The w x h window at (dx, dy); positions outside the image repeat its edge pixels."""
+    _, ih, iw = im.shape
+    rows = np.clip(np.arange(h) + dy, 0, ih - 1)
+    cols = np.clip(np.arange(w) + dx, 0, iw - 1)
+    return np.ascontiguousarray(im[:, rows[:, None], cols[None, :]], dtype=F32)
+
+
+def flip_image(im: np.ndarray) -> np.ndarray:
+    """Mirror left-right."""
+    return np.ascontiguousarray(im[:, :, ::-1])
+
+
+def rotate_crop_image(im: np.ndarray, rad: float, s: float, w: int, h: int, dx: float, dy: float,
+                      aspect: float) -> np.ndarray:
+    """A w x h view of `im` rotated by `rad` about its centre, scaled by s, stretched by
+    aspect and shifted by (dx, dy); bilinear, 0 outside the image.
+
+    Upstream's mixed precision: the source position is a double expression (cos, the
+    half-size constants) with float terms dx/s*aspect and dy/s, stored as float."""
+    c, ih, iw = im.shape
+    s, aspect, dx, dy, rad = F32(s), F32(aspect), F32(dx), F32(dy), F32(rad)
+    cos, sin = math.cos(float(rad)), math.sin(float(rad))
+    u = (np.arange(w, dtype=np.float64) - w / 2.0) / float(s) * float(aspect) + float(dx / s * aspect)
+    v = (np.arange(h, dtype=np.float64) - h / 2.0) / float(s) + float(dy / s)
+    rx = (cos * u[None, :] - sin * v[:, None] + iw / 2.0).astype(F32)  # (h, w)
+    ry = (sin * u[None, :] + cos * v[:, None] + ih / 2.0).astype(F32)
+    return bilinear_interpolate(im, rx, ry)
+
+
+def bilinear_interpolate(im: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Every channel of `im` at the float positions (x, y) (same shape), in float32 as
+    upstream: (1-dy)*(1-dx)*p00 + dy*(1-dx)*p01 + (1-dy)*dx*p10 + dy*dx*p11, 0 outside."""
+    c, ih, iw = im.shape
+    ix, iy = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
+    fx, fy = x - ix.astype(F32), y - iy.astype(F32)
+    one = F32(1)
+
+    def pixel(xx, yy):
+        inside = (xx >= 0) & (xx < iw) & (yy >= 0) & (yy < ih)
+        vals = im[:, np.clip(yy, 0, ih - 1), np.clip(xx, 0, iw - 1)]
+        return np.where(inside, vals, F32(0))
+
+    out = (one - fy) * (one - fx) * pixel(ix, iy)
+    out = out + fy * (one - fx) * pixel(ix, iy + 1)
+    out = out + (one - fy) * fx * pixel(ix + 1, iy)
+    out = out + fy * fx * pixel(ix + 1, iy + 1)
+    return out.astype(F32)
+
+
+def rgb_to_hsv(im: np.ndarray) -> np.ndarray:
+    """(3, H, W) RGB -> H, S, V in [0, 1], float32 as upstream (a grey pixel's hue is
+    0/0 = NaN there too; its saturation is 0, so the way back ignores it)."""
+    r, g, b = im.astype(F32)
+    mx = np.maximum(np.maximum(r, g), b)
+    mn = np.minimum(np.minimum(r, g), b)
+    delta = mx - mn
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sat = np.where(mx == 0, F32(0), delta / mx)
+        hue = np.where(r == mx, (g - b) / delta,
+                       np.where(g == mx, F32(2) + (b - r) / delta, F32(4) + (r - g) / delta))
+    hue = np.where(hue < 0, hue + F32(6), hue)
+    hue = (hue.astype(np.float64) / 6.0).astype(F32)  # h/6.: a double division
+    hue = np.where(mx == 0, F32(0), hue)
+    return np.stack([hue, sat, mx]).astype(F32)
+
+
+def hsv_to_rgb(im: np.ndarray) -> np.ndarray:
+    """The inverse of rgb_to_hsv, float32 as upstream (sector floor(6h), 6 counts as 5)."""
+    h6 = F32(6) * im[0]
+    s, v = im[1], im[2]
+    with np.errstate(invalid="ignore"):
+        index = np.floor(np.nan_to_num(h6)).astype(np.int64)
+    f = h6 - index.astype(F32)
+    one = F32(1)
+    p, q, t = v * (one - s), v * (one - s * f), v * (one - s * (one - f))
+    choices = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v)]
+    r, g, b = (np.select([index == k for k in range(5)], [c[i] for c in choices], default=(v, p, q)[i])
+               for i in range(3))
+    grey = s == 0
+    return np.stack([np.where(grey, v, r), np.where(grey, v, g), np.where(grey, v, b)]).astype(F32)
+
+
+def distort_image(im: np.ndarray, hue: float, sat: float, val: float) -> np.ndarray:
+    """Shift the hue by `hue` (wrapping), scale saturation by `sat` and value by `val`
+    (grey images: only the value), clamp to [0, 1]. Upstream converts even when nothing
+    changes, so its round trip through HSV moves values by float rounding; so does this."""
+    im = np.asarray(im, dtype=F32)
+    if im.shape[0] >= 3:
+        hsv = rgb_to_hsv(im)
+        hsv[1] *= F32(sat)
+        hsv[2] *= F32(val)
+        h = hsv[0] + F32(hue)
+        h = np.where(h > 1, h - F32(1), h)
+        hsv[0] = np.where(h < 0, h + F32(1), h)
+        out = hsv_to_rgb(hsv)
+    else:
+        out = im.copy()
+        out[0] *= F32(val)
+    return np.clip(out, F32(0), F32(1))
 
 
 # ---------------------------------------------------------------------------- saving

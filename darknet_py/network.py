@@ -19,9 +19,9 @@ between layers, by `train_flavor`:
   reverse layer order, so when layer p+1 is a convolution, what later route/shortcut/...
   layers sent to layer p is discarded and only the convolution's share survives: those later
   layers read layer p's output detached. Its forward_network also clears a delta only for
-  layers with l.train set; route and upsample never set it, so their deltas keep summing over
-  the run and each backward sends the running total on, unless the next layer is a
-  convolution (layers/base.py StaleDelta).
+  layers with l.train set; route, upsample and avgpool never set it, so their deltas keep
+  summing over the run and each backward sends the running total on, unless the next layer is
+  a convolution (layers/base.py StaleDelta; a classifier's [avgpool] before its [softmax]).
 - both: stopbackward / onlyforward as upstream's backward_network_gpu: no gradient reaches a
   layer at or before the last active stopbackward, nor through an onlyforward layer; CmBN
   layers learn which mini-batch of the iteration this is from `current_subdivision`.
@@ -42,6 +42,7 @@ from torch import nn
 
 from .cfg import CfgError, Section, read_cfg, warn_unused
 from .layers import LAYERS, BuildContext, _load_all
+from .layers.avgpool import Avgpool
 from .layers.base import StaleDelta
 from .layers.convolutional import Convolutional
 from .layers.route import Route
@@ -53,6 +54,8 @@ from . import weights as _weights
 DETECTION_LAYER_TYPES = ("yolo", "Gaussian_yolo", "region")
 # layers whose output get_network_boxes reads
 DETECTION_TYPES = DETECTION_LAYER_TYPES + ("detection",)
+# layers whose training forward reads the truth (upstream's state.truth) and computes a delta
+LOSS_LAYER_TYPES = DETECTION_TYPES + ("softmax", "cost")
 # whose training arithmetic: upstream's GPU (cuDNN) build, or its CPU build (module docstring)
 TRAIN_FLAVORS = ("cudnn", "cpu")
 
@@ -115,7 +118,10 @@ class Network(nn.Module):
         self.layers = nn.ModuleList(built)
         self.sections = sections
         self.built_for_training = train
-        keep = {len(built) - 1, _network_output_index(built)}
+        # upstream's get_network_output: the last layer that is not a [cost] layer (a cost
+        # layer's output is all zeros outside training)
+        self.output_index = _network_output_index(built)
+        keep = {len(built) - 1, self.output_index}
         for layer in built:
             keep.update(layer.refs)
             if layer.type_name in DETECTION_TYPES:
@@ -135,7 +141,7 @@ class Network(nn.Module):
     def forward_train(self, x: torch.Tensor, flavor: str | None = None,
                       iteration: int | None = None) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
         """Training forward (see the module docstring): the outputs kept as forward() keeps
-        them, and the input of every detection layer. Layers up to frozen_upto(iteration) and
+        them plus those of every loss layer (LOSS_LAYER_TYPES), and the input of every loss layer. Layers up to frozen_upto(iteration) and
         onlyforward layers run without gradient.
 
         flavor: default `self.train_flavor`. iteration: upstream's get_current_iteration
@@ -154,13 +160,14 @@ class Network(nn.Module):
         cpu = flavor == "cpu"
         overwritten = {i for i in range(len(layers) - 1)
                        if cpu and isinstance(layers[i + 1], Convolutional) and not layers[i + 1].onlyforward}
-        stale = {l.index for l in layers if cpu and isinstance(l, (Route, Upsample)) and l.index not in overwritten}
+        stale = {l.index for l in layers if cpu and isinstance(l, (Route, Upsample, Avgpool)) and l.index not in overwritten}
         stop = self.frozen_upto(iteration)
         outputs: dict[int, torch.Tensor] = {}
         refs: dict[int, torch.Tensor] = {}  # what later layers read by index
         inputs: dict[int, torch.Tensor] = {}
         for layer in layers:
-            if layer.type_name in DETECTION_TYPES:
+            loss_layer = layer.type_name in LOSS_LAYER_TYPES
+            if loss_layer:
                 inputs[layer.index] = x
             if layer.onlyforward or layer.index <= stop:
                 with torch.no_grad():
@@ -170,8 +177,9 @@ class Network(nn.Module):
                 if layer.index in stale and torch.is_grad_enabled():
                     x = StaleDelta.apply(x, layer)
             if layer.index in self._keep:
-                outputs[layer.index] = x
                 refs[layer.index] = x.detach() if layer.index in overwritten else x
+            if layer.index in self._keep or loss_layer:
+                outputs[layer.index] = x
         return outputs, inputs
 
     def frozen_upto(self, iteration: int) -> int:
@@ -201,7 +209,7 @@ class Network(nn.Module):
     def network_output_index(self) -> int:
         """upstream's get_network_output: the last layer that is not [cost] (whose inference
         output is zeros): what network_predict returns, a classifier's softmax."""
-        return _network_output_index(self.layers)
+        return self.output_index
 
     def _input_tensor(self, x) -> torch.Tensor:
         t = torch.as_tensor(np.asarray(x, dtype=np.float32))
@@ -224,6 +232,16 @@ class Network(nn.Module):
             t = outputs[i][0] if outputs[i].shape[0] == 1 else outputs[i]
             res[i] = t.contiguous().reshape(-1).float().cpu().numpy()
         return res
+
+    @torch.inference_mode()
+    def predict(self, x) -> np.ndarray:
+        """Upstream's network_predict: the output of the last layer that is not [cost] (a
+        classifier's probabilities), float32 (outputs,) for one image (C, H, W), (N, outputs)
+        for a batch."""
+        t = self._input_tensor(x)
+        out = self.forward(t)[self.output_index]
+        flat = out.reshape(out.shape[0], -1).float().cpu().numpy()
+        return flat[0] if np.ndim(x) == 3 else flat
 
     @torch.inference_mode()
     def detect(self, x, thresh: float = 0.25, nms: float = 0.45, hier_thresh: float = 0.5,
@@ -289,7 +307,7 @@ class Network(nn.Module):
         report = _weights.load_weights(self, path, cutoff, verbose)
         for layer in self.layers:
             if getattr(layer, "_fused", None) is not None:
-                layer.fuse()
+                layer.fuse(getattr(layer, "_pack", True))
         return report
 
     def save_weights(self, path, cutoff: int | None = None) -> None:

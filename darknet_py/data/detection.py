@@ -193,31 +193,40 @@ class ImageSource:
     """Upstream: get_random_paths_custom + load_image_mat_cv: random images from the list.
 
     An unreadable image is reported (and put on bad.list) and another one is drawn;
-    upstream's OpenCV build leaves a hole in the batch instead.
+    upstream's OpenCV build leaves a hole in the batch instead. `reader(path)` decodes (default:
+    read_image); `check(path)`, when given, returns an Issue for a path that must not be used
+    (it is reported and never drawn again) or None.
     """
 
-    def __init__(self, paths, channels: int):
+    def __init__(self, paths, channels: int, reader=None, check=None):
         self.paths = list(paths)
         if not self.paths:
             raise DataError("the image list is empty")
         self.unique = len(set(self.paths))
         self.channels = channels
+        self.reader = reader  # None: read_image (kept picklable for worker processes)
+        self.check = check
         self.bad: set[str] = set()
 
     def draw(self, rng: CRandom, issues: list):
         while True:
             path = self.paths[rng.gen() % len(self.paths)]
-            if path not in self.bad:
+            problem = self.check(path) if self.check is not None and path not in self.bad else None
+            if problem is not None:
+                self.bad.add(path)
+                issues.append(problem)
+            elif path not in self.bad:
                 try:
-                    return path, read_image(path, self.channels)
+                    return path, (self.reader(path) if self.reader else read_image(path, self.channels))
                 except ImageError as e:
                     self.bad.add(path)
                     issues.append(Issue("bad_image", path, None,
                                         f"Cannot load image ({e.message}); skipped, another image is used",
                                         bad_list=path))
             if len(self.bad) >= self.unique:
-                raise DataError(f"none of the {self.unique} images in the list can be read "
-                                f"(see bad.list); e.g. {path}")
+                why = str(issues[-1]) if issues else path
+                raise DataError(f"none of the {self.unique} images in the list can be used (see bad.list); "
+                                f"e.g. {why}")
 
 
 @dataclass

@@ -94,7 +94,7 @@ class _Requests:
     """The sampler: an endless stream of batch requests, sizes from sizes_fn (called in
     the main process, in batch order, as batches are queued)."""
 
-    def __init__(self, loader: "DetectionLoader", n: int, sizes_fn):
+    def __init__(self, loader: "BatchLoader", n: int, sizes_fn):
         self.loader, self.n, self.sizes_fn = loader, n, sizes_fn
 
     def __iter__(self):
@@ -163,7 +163,120 @@ def _as_is(batch):
     return batch
 
 
-class DetectionLoader:
+class BatchLoader:
+    """Batches made by `maker(n, w, h, seed) -> (x, truth, issues)` (picklable), in this thread
+    or prepared ahead by worker threads (or processes); issues reported once. The machinery
+    DetectionLoader and ClassifierLoader share."""
+
+    def __init__(self, maker, width: int, height: int, *, channels: int = 3, show_imgs: bool = False,
+                 show_message: str = SHOW_IMGS_MESSAGE, seed=None, workers: int | None = None,
+                 prefetch: int = DEFAULT_PREFETCH, bad_list: str | None = "bad.list",
+                 bad_label_list: str | None = "bad_label.list", start_method: str = "forkserver",
+                 pin_memory: bool = False, kind: str = "thread"):
+        self.width, self.height, self.channels = int(width), int(height), int(channels)
+        self.workers = default_workers() if workers is None else max(0, int(workers))
+        self.prefetch = max(1, int(prefetch))
+        self.start_method, self.pin_memory = start_method, bool(pin_memory)
+        if kind not in ("thread", "process"):
+            raise ValueError(f"loader kind must be 'thread' or 'process', not {kind!r}")
+        self.kind = kind
+        self.show_imgs = bool(show_imgs)
+        self._show_message = show_message
+        self._told_show_imgs = False
+        self._maker = maker
+        self._seeds = np.random.SeedSequence(seed)
+        self._reporter = Reporter(bad_list, bad_label_list)
+        self._streams: list = []
+
+    # ------------------------------------------------------------------ loading
+    def load(self, n: int, w: int | None = None, h: int | None = None):
+        """One batch of n images at w x h (default: the network size), in this process."""
+        n, w, h, seed = self._request(n, lambda: (w or self.width, h or self.height))
+        x, truth, issues = self._maker(n, w, h, seed)
+        self._reporter.emit(issues)
+        return x, truth
+
+    def batches(self, n: int, sizes_fn: Callable[[], tuple] | None = None) -> Iterator[tuple]:
+        """Endless (x, truth) batches of n images, prepared ahead by the workers (threads, or
+        processes with kind="process"; none: in this thread).
+
+        sizes_fn() is called once per batch, in order, when the batch is queued (so a
+        few batches ahead of the one being trained on); it returns (w, h), or (w, h, n)
+        to change the batch size too. Default: the network size.
+
+        Workers start when the first batch is asked for and stop with close() (or when
+        the iterator is dropped). Worker processes re-import the main script as any
+        multiprocessing child does, so a training script needs the `if __name__ ==
+        "__main__":` guard.
+        """
+        if self.workers == 0:
+            yield from self._batches_here(n, sizes_fn)
+            return
+        if self.kind == "thread":
+            cv2.setNumThreads(1)  # the threads are the parallelism; OpenCV's own pool would compete
+            depth = prefetch_depth(self.workers * self.prefetch, n, self.channels, self.width, self.height)
+            it = _ThreadStream(self._maker, _Requests(self, n, sizes_fn), self.workers, depth)
+        else:
+            stream = DataLoader(_BatchDataset(self._maker), batch_size=None, sampler=_Requests(self, n, sizes_fn),
+                                num_workers=self.workers, prefetch_factor=self.prefetch, collate_fn=_as_is,
+                                worker_init_fn=_init_worker, persistent_workers=False, pin_memory=self.pin_memory,
+                                multiprocessing_context=_worker_context(self.start_method))
+            it = iter(stream)
+        self._streams.append(it)
+        try:
+            for x, truth, issues in it:
+                self._reporter.emit(issues)
+                if self.pin_memory and self.kind == "thread":
+                    x, truth = x.pin_memory(), truth.pin_memory()
+                yield x, truth
+        finally:
+            self._shutdown(it)
+
+    def _batches_here(self, n, sizes_fn):
+        requests = iter(_Requests(self, n, sizes_fn))
+        while True:
+            x, truth, issues = self._maker(*next(requests))
+            self._reporter.emit(issues)
+            yield x, truth
+
+    def _request(self, n: int, sizes_fn) -> tuple:
+        size = tuple(sizes_fn()) if sizes_fn is not None else (self.width, self.height)
+        w, h = int(size[0]), int(size[1])
+        n = int(size[2]) if len(size) > 2 else int(n)
+        if w < 1 or h < 1 or n < 1:
+            raise ValueError(f"batch of {n} images at {w} x {h}: all must be >= 1")
+        if self.show_imgs and not self._told_show_imgs:
+            self._told_show_imgs = True  # upstream prints it for every image
+            print(self._show_message, flush=True)
+        return n, w, h, self._seeds.spawn(1)[0]
+
+    # ------------------------------------------------------------------ shutdown
+    def _shutdown(self, it) -> None:
+        if it in self._streams:
+            self._streams.remove(it)
+        stop = getattr(it, "close", None) or getattr(it, "_shutdown_workers", None)
+        if stop is not None:
+            stop()
+
+    def close(self) -> None:
+        """Stop the workers of every open batches() stream."""
+        for it in list(self._streams):
+            self._shutdown(it)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class DetectionLoader(BatchLoader):
     """Upstream: load_data_detection, OpenCV build: augmented detection batches.
 
     x: float32 torch tensor (n, channels, h, w), RGB in [0, 1]; truth: float32 torch
@@ -203,106 +316,10 @@ class DetectionLoader:
             flip=int(flip), blur=int(blur), gaussian_noise=int(gaussian_noise), mixup=int(mixup),
             letter_box=int(letter_box), mosaic_bound=int(mosaic_bound)))
         self.options = opt
-        self.width, self.height = int(width), int(height)
-        self.workers = default_workers() if workers is None else max(0, int(workers))
-        self.prefetch = max(1, int(prefetch))
-        self.start_method, self.pin_memory = start_method, bool(pin_memory)
-        if kind not in ("thread", "process"):
-            raise ValueError(f"loader kind must be 'thread' or 'process', not {kind!r}")
-        self.kind = kind
-        self.show_imgs = bool(show_imgs)
-        self._told_show_imgs = False
-        self._maker = _BatchMaker(paths, opt, show_dir if show_imgs else None)
-        self._seeds = np.random.SeedSequence(seed)
-        self._reporter = Reporter(bad_list, bad_label_list)
-        self._streams: list = []
-
-    # ------------------------------------------------------------------ loading
-    def load(self, n: int, w: int | None = None, h: int | None = None):
-        """One batch of n images at w x h (default: the network size), in this process."""
-        n, w, h, seed = self._request(n, lambda: (w or self.width, h or self.height))
-        x, truth, issues = self._maker(n, w, h, seed)
-        self._reporter.emit(issues)
-        return x, truth
-
-    def batches(self, n: int, sizes_fn: Callable[[], tuple] | None = None) -> Iterator[tuple]:
-        """Endless (x, truth) batches of n images, prepared ahead by the workers (threads, or
-        processes with kind="process"; none: in this thread).
-
-        sizes_fn() is called once per batch, in order, when the batch is queued (so a
-        few batches ahead of the one being trained on); it returns (w, h), or (w, h, n)
-        to change the batch size too. Default: the network size.
-
-        Workers start when the first batch is asked for and stop with close() (or when
-        the iterator is dropped). Worker processes re-import the main script as any
-        multiprocessing child does, so a training script needs the `if __name__ ==
-        "__main__":` guard.
-        """
-        if self.workers == 0:
-            yield from self._batches_here(n, sizes_fn)
-            return
-        if self.kind == "thread":
-            cv2.setNumThreads(1)  # the threads are the parallelism; OpenCV's own pool would compete
-            depth = prefetch_depth(self.workers * self.prefetch, n, self.options.channels, self.width, self.height)
-            it = _ThreadStream(self._maker, _Requests(self, n, sizes_fn), self.workers, depth)
-        else:
-            stream = DataLoader(_BatchDataset(self._maker), batch_size=None, sampler=_Requests(self, n, sizes_fn),
-                                num_workers=self.workers, prefetch_factor=self.prefetch, collate_fn=_as_is,
-                                worker_init_fn=_init_worker, persistent_workers=False, pin_memory=self.pin_memory,
-                                multiprocessing_context=_worker_context(self.start_method))
-            it = iter(stream)
-        self._streams.append(it)
-        try:
-            for x, truth, issues in it:
-                self._reporter.emit(issues)
-                if self.pin_memory and self.kind == "thread":
-                    x, truth = x.pin_memory(), truth.pin_memory()
-                yield x, truth
-        finally:
-            self._shutdown(it)
-
-    def _batches_here(self, n, sizes_fn):
-        requests = iter(_Requests(self, n, sizes_fn))
-        while True:
-            x, truth, issues = self._maker(*next(requests))
-            self._reporter.emit(issues)
-            yield x, truth
-
-    def _request(self, n: int, sizes_fn) -> tuple:
-        size = tuple(sizes_fn()) if sizes_fn is not None else (self.width, self.height)
-        w, h = int(size[0]), int(size[1])
-        n = int(size[2]) if len(size) > 2 else int(n)
-        if w < 1 or h < 1 or n < 1:
-            raise ValueError(f"batch of {n} images at {w} x {h}: all must be >= 1")
-        if self.show_imgs and not self._told_show_imgs:
-            self._told_show_imgs = True  # upstream prints it for every image
-            print(SHOW_IMGS_MESSAGE, flush=True)
-        return n, w, h, self._seeds.spawn(1)[0]
-
-    # ------------------------------------------------------------------ shutdown
-    def _shutdown(self, it) -> None:
-        if it in self._streams:
-            self._streams.remove(it)
-        stop = getattr(it, "close", None) or getattr(it, "_shutdown_workers", None)
-        if stop is not None:
-            stop()
-
-    def close(self) -> None:
-        """Stop the workers of every open batches() stream."""
-        for it in list(self._streams):
-            self._shutdown(it)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
+        super().__init__(_BatchMaker(paths, opt, show_dir if show_imgs else None), width, height, channels=opt.channels,
+                         show_imgs=show_imgs, seed=seed, workers=workers, prefetch=prefetch, bad_list=bad_list,
+                         bad_label_list=bad_label_list, start_method=start_method, pin_memory=pin_memory,
+                         kind=kind)
 
 
 def prefetch_depth(wanted: int, n: int, channels: int, width: int, height: int) -> int:
@@ -416,5 +433,5 @@ def sizes_from_net(net, seed=None, start_iteration: int = 0):
     return MultiScale(o.width, o.height, l.random, o.resize_step, o.max_batches, start_iteration, seed)
 
 
-__all__ = ["DetectionLoader", "loader_from_net", "MultiScale", "sizes_from_net", "Reporter",
+__all__ = ["BatchLoader", "DetectionLoader", "loader_from_net", "MultiScale", "sizes_from_net", "Reporter",
            "last_detection_layer", "default_workers", "Issue"]

@@ -45,6 +45,19 @@ def _frame_to_input(frame: np.ndarray, netw: int, neth: int, letter: bool) -> np
     return np.ascontiguousarray(_U8[small[:, :, ::-1]].transpose(2, 0, 1))
 
 
+def show_frame(title: str, frame: np.ndarray, wait_ms: int) -> tuple[bool, bool]:
+    """Show a frame in the window `title`: (still showing, Esc pressed). Without a display,
+    a warning and no more showing (as -dont_show)."""
+    import cv2
+
+    try:
+        cv2.imshow(title, frame)
+        return True, cv2.waitKey(wait_ms) in (27, 1048603)
+    except cv2.error:
+        print("Warning: no display for the demo window; continuing as with -dont_show", file=sys.stderr)
+        return False, False
+
+
 def _c_round_pct(p: float) -> str:
     return f"{float(F32(p) * F32(100)):.0f}"
 
@@ -215,13 +228,9 @@ def demo(cfgfile: str, weightfile: str | None, names: list[str], classes: int, f
                 if ok_jpg:
                     atomic_write_bytes(f"{prefix}_{frames:08d}.jpg", buf.tobytes())
             elif show:
-                try:
-                    cv2.imshow("Demo", frame)
-                    if cv2.waitKey(1) in (27, 1048603):
-                        break
-                except cv2.error:
-                    print("Warning: no display for the demo window; continuing as with -dont_show", file=sys.stderr)
-                    show = False
+                show, esc = show_frame("Demo", frame, 1)
+                if esc:
+                    break
             if writer is not None:
                 writer.write(frame)
                 print("\n cvWriteFrame ", file=out)

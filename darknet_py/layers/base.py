@@ -135,6 +135,17 @@ class Layer(nn.Module):
             "params": self.params_count(), "bflops": round(self.bflops, 6),
         }
 
+    def truth_rows(self, x: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A loss layer's view of its values and of the truth: (n, values) each, float32, x
+        detached. A truth row of another length is an error naming the layer."""
+        n = x.shape[0]
+        v = x.detach().reshape(n, -1).float()
+        t = truth.reshape(n, -1).to(v)
+        if t.shape != v.shape:
+            raise ValueError(f"{self.type_name} layer {self.index}: the truth has {t.shape[1]} values per image, "
+                             f"the layer {v.shape[1]} (classes in the data file must match the cfg)")
+        return v, t
+
     def backward_surrogate(self, inp: torch.Tensor, delta: torch.Tensor, flavor: str) -> torch.Tensor:
         """For a detection layer: a scalar whose gradient with respect to this layer's input
         `inp` is minus the delta its backward hands the previous layer (upstream's delta is

@@ -110,7 +110,10 @@ class UpstreamCpuBatchNorm(torch.autograd.Function):
         istd = torch.rsqrt(var + EPS)
         k = scales * istd
         ctx.save_for_backward(x, scales, mean, var, istd)
-        return torch.addcmul(_c(biases - mean * k), x, _c(k))  # (x - mean)*istd*scales + biases
+        # (x - mean) first, as normalize_cpu: x*k - mean*k cancels catastrophically when x is
+        # large and close to the mean (a 1x1 map of a batch of equal images: upstream's x_norm
+        # is exactly 0 there, the output exactly the bias)
+        return torch.addcmul(_c(biases), x - _c(mean), _c(k))
 
     @staticmethod
     def backward(ctx, dy):

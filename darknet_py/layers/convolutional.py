@@ -247,7 +247,7 @@ class Convolutional(Layer):
             y = self.batchnorm(y) if self.bn else y + self.conv_bias().view(1, -1, 1, 1)
         y = _crop_to(y, self.blur["host"] if self.blur else (self.out_h, self.out_w))
         if self.train_mode and self.training:
-            y = train_activate(y, self.activation)  # upstream's gradient (mish)
+            y = train_activate(y, self.activation, getattr(self, "bn_flavor", "cudnn"))  # upstream's gradient (mish)
         elif self.activation == "leaky" and torch.is_inference_mode_enabled():
             y = F.leaky_relu_(y, 0.1)  # in place: y is this layer's own fresh tensor
         else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..activations import ACTIVATION_IDS, activate, activation_from
+from ..activations import train_activate, ACTIVATION_IDS, activate, activation_from
 from . import register
 from .base import BuildContext, Layer
 
@@ -76,4 +76,6 @@ class Shortcut(Layer):
                 a = a * per
             flat = torch.cat([flat[:, :m] + a, flat[:, m:]], dim=1)
             out = flat.view_as(x)
+        if self.training and torch.is_grad_enabled():
+            return train_activate(out, self.activation, getattr(self, "bn_flavor", "cudnn"))  # relu6 on the CPU build
         return activate(out, self.activation)

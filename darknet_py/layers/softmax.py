@@ -1,10 +1,17 @@
-"""Upstream: make_softmax_layer / forward_softmax_layer (src/softmax_layer.c),
-parse_softmax (src/parser.c), softmax_cpu (src/blas.c), read_tree (src/tree.c).
+"""Upstream: make_softmax_layer / forward_softmax_layer / backward_softmax_layer
+(src/softmax_layer.c), parse_softmax (src/parser.c), softmax_cpu / softmax_x_ent_cpu
+(src/blas.c), read_tree (src/tree.c).
 
 Softmax over each of `groups` consecutive slices of the flat per-image input, with
 `temperature`: exp(x/t - max/t) / sum. With tree=FILE (a hierarchy such as yolo9000's
 9k.tree) it is a softmax over each sibling group of the tree instead. Upstream's summary
 shows the input shape but a 0x0x0 output, so the next layer is built with w=h=c=0.
+
+Training: with truth, the forward also computes the cross-entropy delta `truth - output`
+and cost sum(-log(output) where truth != 0) (`loss_delta`). The backward hands the layer's
+delta to the previous layer unchanged (an axpy, not the softmax's Jacobian, and without
+1/temperature), whatever a later [cost] layer added to it: the training forward's output is
+the softmax in value and the identity in gradient.
 """
 from __future__ import annotations
 
@@ -16,6 +23,9 @@ import torch
 from ..cfg import CfgError
 from . import register
 from .base import BuildContext, Layer
+
+# fill_hierarchy's mark for the truth of a tree group the label says nothing about
+SECRET_NUM = -1234
 
 
 def resolve_data_path(s, value: str) -> Path | None:
@@ -142,4 +152,23 @@ class Softmax(Layer):
             y = softmax_groups(flat, sizes, self.temperature, rest_zero=True)
         else:
             y = torch.softmax(flat.reshape(n, self.groups, -1) / self.temperature, dim=-1)
-        return y.reshape(n, self.outputs, 1, 1)
+        y = y.reshape(n, self.outputs, 1, 1)
+        if flat.requires_grad:  # backward_softmax_layer: axpy(delta) into the previous delta
+            y = flat.reshape(y.shape) + (y - flat.reshape(y.shape)).detach()
+        return y
+
+    def loss_delta(self, output: torch.Tensor, truth: torch.Tensor, flavor: str = "cudnn"):
+        """softmax_x_ent (forward_softmax_layer with truth): (delta, cost).
+
+        delta = truth - output (n, inputs); cost = sum of -log(output) over the entries whose
+        truth is not 0 (upstream's test is `t ? -log(p) : 0`, so label smoothing counts every
+        entry). With a tree, upstream's GPU build (flavor cudnn) masks the entries of groups
+        the truth leaves unknown (truth SECRET_NUM, -1234: fill_hierarchy) out of delta and
+        cost; its CPU build does not."""
+        p, t = self.truth_rows(output, truth)
+        delta = t - p
+        err = torch.where(t != 0, -torch.log(p), torch.zeros_like(p))
+        if self.softmax_tree is not None and flavor != "cpu":
+            known = t != SECRET_NUM
+            delta, err = delta * known, err * known
+        return delta, float(err.sum())

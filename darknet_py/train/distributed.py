@@ -6,6 +6,7 @@ Upstream: train_detector (src/detector.c) with -gpus, train_networks / sync_nets
     ./darknet.py detector train obj.data x.cfg x.conv -gpus 0,1         # one machine, 2 processes
     torchrun --nnodes 2 --nproc_per_node 4 --node_rank N --master_addr HOST --master_port 29500 \\
         darknet.py detector train obj.data x.cfg x.conv                  # 8 processes on 2 machines
+    ./darknet.py classifier train obj.data x.cfg -gpus 0,1              # classifiers alike (train/classifier.py)
 
 `-gpus 0,1` (more than one id, not under torchrun) starts one process per id on this machine
 (`launch`: spawned processes, a free local port, backend nccl on CUDA, gloo without it; with
@@ -323,15 +324,26 @@ def init_from_env(gpus: list[int] | None = None) -> Dist:
 
 
 def train(datacfg: str, cfgfile: str, weightfile: str | None, *, gpus: list[int] | None, argv=None,
-          entry=None, **kw) -> int:
-    """cli's `detector train` with several processes: inside torchrun (or a `launch` child),
-    this process's share; else start one process per -gpus id, each running `entry` (the
-    command line's main function) on `argv` (the detector command line)."""
+          entry=None, command: str = "detector", **kw) -> int:
+    """cli's `detector train` (command "detector") or `classifier train` ("classifier") with
+    several processes: inside torchrun (or a `launch` child), this process's share; else start
+    one process per -gpus id, each running `entry` (the command line's main function) on
+    `argv` (the command line after `command`)."""
     if torchrun_env():
-        return run_rank(datacfg, cfgfile, weightfile, gpus=gpus, **kw)
+        return run_rank(datacfg, cfgfile, weightfile, gpus=gpus, command=command, **kw)
     if argv is None or entry is None:
         raise ValueError("distributed.train: the command line (entry, argv) is needed to start the processes")
-    return launch(entry, ["detector", *argv], len(gpus))
+    return launch(entry, [command, *argv], len(gpus))
+
+
+def _train_function(command: str):
+    """The single-process training loop each process runs, and the keywords that only rank 0
+    may act on (evaluation during training, the chart)."""
+    if command == "classifier":
+        from .classifier import train_classifier
+        return train_classifier, dict(calc_topk=False, chart=None)
+    from .loop import train_detector
+    return train_detector, dict(calc_map=False, chart=None)
 
 
 def bad_gpu_ids(gpus: list[int]) -> str | None:
@@ -345,9 +357,11 @@ def bad_gpu_ids(gpus: list[int]) -> str | None:
     return None
 
 
-def run_rank(datacfg: str, cfgfile: str, weightfile: str | None, *, gpus=None, **kw) -> int:
-    """This process's part of a distributed `detector train` (the group from the environment)."""
-    from .loop import train_detector
+def run_rank(datacfg: str, cfgfile: str, weightfile: str | None, *, gpus=None, command: str = "detector",
+             **kw) -> int:
+    """This process's part of a distributed `detector train` / `classifier train` (the group
+    from the environment)."""
+    train_fn, rank0_only = _train_function(command)
 
     state = {"interrupted": False, "terminated": False}
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -373,12 +387,12 @@ def run_rank(datacfg: str, cfgfile: str, weightfile: str | None, *, gpus=None, *
             kw["workers"] = max(1, min(8, (os.cpu_count() or 1) // dist.local_world_size))
         device_ids = [dist.device.index] if dist.device.type == "cuda" else None
         if dist.is_main:
-            code = train_detector(datacfg, cfgfile, weightfile, gpus=device_ids, device=dist.device, dist=dist, **kw)
+            code = train_fn(datacfg, cfgfile, weightfile, gpus=device_ids, device=dist.device, dist=dist, **kw)
         else:
-            kw.update(calc_map=False, chart=None)
+            kw.update(rank0_only)
             with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
                 kw.update(out=null, err=null)
-                code = train_detector(datacfg, cfgfile, weightfile, gpus=device_ids, device=dist.device, dist=dist, **kw)
+                code = train_fn(datacfg, cfgfile, weightfile, gpus=device_ids, device=dist.device, dist=dist, **kw)
         completed = code == 0
         return code
     except KeyboardInterrupt:

@@ -44,13 +44,32 @@ class MiniBatchResult:
 
 
 def forward_backward(net: Network, x: torch.Tensor, truth: torch.Tensor, err=sys.stderr) -> MiniBatchResult:
-    """One mini-batch: upstream's train_network_datum without the update."""
+    """One mini-batch: upstream's train_network_datum without the update.
+
+    Every layer whose forward reads the truth computes its delta and cost: the detection
+    layers from box rows (n, max_boxes, truth_size), [softmax] and [cost] from one row of
+    class values per image (n, classes). The loss is get_network_cost: the mean of their costs."""
     outputs, inputs = net.forward_train(x)
     netw, neth = net.options.width, net.options.height
     surrogate = None
     result = MiniBatchResult(0.0)
     costs = []
     for layer in net.layers:
+        if layer.type_name in ("softmax", "cost"):
+            if layer.type_name == "cost":
+                target = inputs[layer.index]
+                delta, cost = layer.loss_delta(target, truth)
+            elif layer.noloss:  # its cost stays 0 and still counts in the mean, as upstream's
+                costs.append(0.0)
+                continue
+            else:  # the delta is taken at the output, which passes it to the input unchanged
+                target = outputs[layer.index]
+                delta, cost = layer.loss_delta(target, truth, net.train_flavor)
+            costs.append(cost)
+            if target.requires_grad:
+                term = layer.backward_surrogate(target, delta, net.train_flavor)
+                surrogate = term if surrogate is None else surrogate + term
+            continue
         if layer.type_name == "yolo":
             delta, stats = yolo_delta(layer, outputs[layer.index], truth, netw, neth)
         elif layer.type_name == "region":  # its delta is already w.r.t. the region input
@@ -155,19 +174,8 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
     base = basecfg(cfgfile)
     print(base, file=out)
     device = torch.device(device) if device is not None else select_device(gpus=gpus)
-    net = build_network(cfgfile, train=True)
-    net.initialize(seed)  # as upstream: random layers first, then whatever the weights file holds
-    if flavor:
-        net.train_flavor = flavor  # default: upstream's GPU build's arithmetic, on every device
-    if weightfile:
-        net.load_weights(weightfile)
-    if clear:
-        net.seen = 0
-    # --- several processes (train/distributed.py): rank 0's state, learning_rate *= processes ---
-    if dist is not None:
-        dist.prepare(net)
+    net = start_network(cfgfile, weightfile, seed=seed, flavor=flavor, clear=clear, dist=dist)
     main_rank, world = (True, 1) if dist is None else (dist.is_main, dist.world_size)
-    # --- end ---
     o = net.options
     imgs = o.mini_batch * o.subdivisions
     if imgs == 1:
@@ -203,8 +211,8 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
         if main_rank:
             trainer.net.save_weights(path)
 
-    restore_sigterm = raise_on_sigterm() if dist is None else (lambda: None)  # distributed: run_rank's
-    try:
+    # distributed: run_rank handles SIGTERM
+    with saved_on_interrupt(lambda: save(last), last, err, sigterm=dist is None) as stopped, closing(bar, loader):
         if trainer.iteration < o.max_batches:
             stream = iter(loader.batches(imgs, sizes))
         while trainer.iteration < o.max_batches:
@@ -261,27 +269,77 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
             if save_every > save_last and (it >= iter_save_last + save_last or (it % save_last == 0 and it > 1)):
                 iter_save_last = it
                 save(last)
-    except KeyboardInterrupt as e:
-        with ignoring_interrupts():  # a second Ctrl-C or SIGTERM must not cut the save short
-            save(last)
-        terminated = isinstance(e, Terminated)
-        print(f"\n{'Terminated (SIGTERM)' if terminated else 'Interrupted'}: saved {last}", file=err)
-        return 143 if terminated else 130
-    finally:
-        restore_sigterm()
-        if bar is not None:
-            bar.close()
-        loader.close()
-    final = f"{backup}/{base}_final.weights"
-    save(final)
-    plot.save()
-    print(f"Saving weights to {final}", file=err)
+    if stopped.code:
+        return stopped.code
+    save_final(save, f"{backup}/{base}_final.weights", plot, err)
     print("If you want to train from the beginning, then use flag in the end of training command: -clear ", file=out)
     return 0
 
 
+def save_final(save, final: str, plot, err) -> None:
+    """The end of a completed run: NAME_final.weights and the chart, then upstream's line."""
+    save(final)
+    plot.save()
+    print(f"Saving weights to {final}", file=err)
+
+
+def start_network(cfgfile: str, weightfile: str | None, *, seed: int | None = None, flavor: str | None = None,
+                  clear: bool = False, dist=None) -> Network:
+    """The start of upstream's train_detector / train_classifier: the cfg built for training,
+    upstream's random initialisation, then whatever the weights file holds; -clear restarts
+    the iteration count (seen = 0). With several processes: rank 0's state everywhere and
+    learning_rate *= processes (train/distributed.py)."""
+    net = build_network(cfgfile, train=True)
+    net.initialize(seed)
+    if flavor:
+        net.train_flavor = flavor  # default: upstream's GPU build's arithmetic, on every device
+    if weightfile:
+        net.load_weights(weightfile)
+    if clear:
+        net.seen = 0
+    if dist is not None:
+        dist.prepare(net)
+    return net
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler, `docker stop`, `timeout`): handled as Ctrl-C is."""
+
+
+@dataclass
+class Stopped:
+    code: int = 0  # 0: ran to the end; 130: Ctrl-C; 143: SIGTERM
+
+
+@contextlib.contextmanager
+def saved_on_interrupt(save_last, last: str, err=sys.stderr, sigterm: bool = True):
+    """The training loop's Ctrl-C and SIGTERM: both stop it, `save_last()` writes the
+    _last.weights (no second signal can cut that short) and `Stopped.code` tells the exit
+    status (130 / 143), as upstream's Ctrl-C handling plus a SIGTERM that behaves the same.
+    sigterm=False: SIGTERM is someone else's (a distributed process: run_rank's)."""
+    stopped = Stopped()
+    restore_sigterm = raise_on_sigterm() if sigterm else (lambda: None)
+    try:
+        yield stopped
+    except KeyboardInterrupt as e:
+        with ignoring_interrupts():
+            save_last()
+        terminated = isinstance(e, Terminated)
+        print(f"\n{'Terminated (SIGTERM)' if terminated else 'Interrupted'}: saved {last}", file=err)
+        stopped.code = 143 if terminated else 130
+    finally:
+        restore_sigterm()
+
+
+@contextlib.contextmanager
+def closing(bar, loader):
+    """The progress bar (or None) and the loader's workers end with the loop, however it ends."""
+    try:
+        yield
+    finally:
+        if bar is not None:
+            bar.close()
+        loader.close()
 
 
 def raise_on_sigterm():
@@ -321,10 +379,9 @@ class _NoChart:
         pass
 
 
-def _map(net: Network, data, thresh: float, iou_thresh: float, out) -> float:
-    """upstream's validate_detector_map on a batch-1 inference copy of the training network."""
-    from ..eval.map import validate_detector_map
-
+def inference_copy(net: Network) -> Network:
+    """A batch-1 inference copy of the training network (upstream evaluates its training
+    network with set_batch_network(&net, 1): rolling statistics, no training state)."""
     eval_net = Network(net.sections, net.path, batch=1, width=net.options.width, height=net.options.height,
                        quiet=True)
     eval_net.load_state_dict(net.state_dict())
@@ -332,7 +389,15 @@ def _map(net: Network, data, thresh: float, iou_thresh: float, out) -> float:
     eval_net.to(net.device).eval().fuse()
     if eval_net.device.type == "cpu":
         eval_net.to(memory_format=torch.channels_last)
-    return validate_detector_map(eval_net, data.path, thresh, iou_thresh, 0, bool(net.options.letter_box), out=out)
+    return eval_net
+
+
+def _map(net: Network, data, thresh: float, iou_thresh: float, out) -> float:
+    """upstream's validate_detector_map on a batch-1 inference copy of the training network."""
+    from ..eval.map import validate_detector_map
+
+    return validate_detector_map(inference_copy(net), data.path, thresh, iou_thresh, 0, bool(net.options.letter_box),
+                                 out=out)
 
 
 def _progress(total: int, start: int, out):

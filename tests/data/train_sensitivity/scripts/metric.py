@@ -9,7 +9,9 @@ loss distance: for every printed iteration line ` N: LOSS, AVG avg loss, ...` of
     |loss_run - loss_ref| / |loss_ref|.
 
 The weight layout is read from the cfg (standard library only): the layer types these cases use
-([convolutional] [maxpool] [route] [shortcut] [upsample] [yolo]); anything else is an error.
+([convolutional] [maxpool] [route] [shortcut] [upsample] [yolo], and the classifier cases'
+[avgpool] [softmax] [cost] [dropout] [scale_channels]); anything else is an error. Classifier logs print
+` N, EPOCH: LOSS, AVG avg, ...` instead of ` N: LOSS, AVG avg loss, ...`; both are read.
 
 usage: metric.py CFG INIT_REF FINAL_REF REF_LOG INIT_RUN FINAL_RUN RUN_LOG   (prints JSON)
 """
@@ -52,7 +54,8 @@ def layout(cfg):
                 arrays += [(i, t, "scales", n), (i, t, "rolling_mean", n), (i, t, "rolling_variance", n)]
             arrays.append((i, t, "weights", n * (c // groups) * size * size))
             c = n
-        elif t in ("maxpool", "max", "upsample", "yolo"):
+        elif t in ("maxpool", "max", "upsample", "yolo", "avgpool", "avg", "softmax", "cost", "dropout",
+                   "scale_channels"):
             assert not int(o.get("maxpool_depth", 0)), (cfg, i)
         elif t == "route":
             idx = [int(s) for s in o["layers"].split(",")]
@@ -70,7 +73,15 @@ def floats(path):
     return np.fromfile(path, np.float32, offset=HEADER).astype(np.float64)
 
 
-def update_distance(cfg, init_ref, final_ref, init_run, final_run):
+def rounding_floor(final_ref, ulps):
+    """ulps float32 spacings at each reference value: how far two runs whose updates differ
+    below float32 resolution can end apart after `ulps` roundings of `w += update` (an array
+    whose whole change is a few spacings is rounding, not training)."""
+    return ulps * np.spacing(np.abs(final_ref).astype(np.float32)).astype(np.float64)
+
+
+def update_distance(cfg, init_ref, final_ref, init_run, final_run, ulps=0):
+    """ulps > 0: differences within rounding_floor(final_ref, ulps) count as 0."""
     a0, a1, b0, b1 = floats(init_ref), floats(final_ref), floats(init_run), floats(final_run)
     lay = layout(cfg)
     total = sum(n for *_, n in lay)
@@ -81,7 +92,7 @@ def update_distance(cfg, init_ref, final_ref, init_run, final_run):
         d_ref = a1[o:o + n] - a0[o:o + n]
         d_run = b1[o:o + n] - b0[o:o + n]
         s = np.abs(d_ref).max()
-        e = np.abs(d_run - d_ref).max()
+        e = np.maximum(np.abs(d_run - d_ref) - rounding_floor(a1[o:o + n], ulps), 0).max()
         per_array.append({"layer": li, "type": t, "array": name, "n": n,
                           "rel_diff": float(e / s) if s else float(e), "max_abs_update": float(s)})
         o += n
@@ -90,12 +101,13 @@ def update_distance(cfg, init_ref, final_ref, init_run, final_run):
 
 
 ITER = re.compile(r"^\s*(\d+): ([-+\w.]+), ([-+\w.]+) avg loss")
+ITER_CLASSIFIER = re.compile(r"^(\d+), [\d.]+: ([-+\w.]+), ([-+\w.]+) avg,")
 
 
 def losses(log):
     out = []
     for line in open(log, errors="replace"):
-        m = ITER.match(line)
+        m = ITER.match(line) or ITER_CLASSIFIER.match(line)
         if m:
             out.append(float(m.group(2)))
     return out
