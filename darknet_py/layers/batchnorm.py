@@ -95,14 +95,14 @@ class UpstreamCpuBatchNorm(torch.autograd.Function):
     Inputs x (N, C, H, W), scales, biases and the (non-differentiable) batch mean and
     unbiased variance. Every formula is per channel but two sums over the map, sum(dy) and
     sum(dy * (x - mean)) (what aten's batch-norm backward reduces in one pass), so the
-    backward is two passes over memory where the formula by formula form took ten:
+    backward is three passes over memory where the formula by formula form took ten:
 
         x_norm = (x - mean) * istd,  istd = 1/sqrt(var + eps)
         d_scales = sum(dy * x_norm)                                      backward_scale_cpu
         mean_delta = scales * sum(dy) * -istd                            mean_delta_cpu
         var_delta = scales * sum(dy * (x - mean)) * -.5 * istd^3         variance_delta_cpu
-        dx = dy * scales / (sqrt(var) + eps) + x * 2 var_delta / n       normalize_delta_cpu
-             + (mean_delta - 2 var_delta mean) / n
+        dx = dy * scales / (sqrt(var) + eps) + (x - mean) * 2 var_delta / n   normalize_delta_cpu
+             + mean_delta / n
     """
 
     @staticmethod
@@ -125,8 +125,8 @@ class UpstreamCpuBatchNorm(torch.autograd.Function):
         mean_delta = scales * sum_dy * -istd
         var_delta = scales * (sum_dy_xhat / istd) * (-0.5 * istd ** 3)
         b = 2 * var_delta / n
-        dx = torch.addcmul(_c(mean_delta / n - b * mean), dy, _c(scales / (torch.sqrt(var) + EPS)))
-        dx.addcmul_(x, _c(b))
+        dx = torch.addcmul(_c(mean_delta / n), dy, _c(scales / (torch.sqrt(var) + EPS)))
+        dx.addcmul_(x - _c(mean), _c(b))  # (x - mean) first, as in the forward: no cancellation
         d_biases = torch.zeros_like(scales)  # upstream's CPU backward leaves bias_updates alone
         return dx, d_scales, d_biases, None, None
 
