@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest "$@"
+# one test process per core (pytest-xdist), each test file in one of them (its fixtures once)
+exec .venv/bin/python -m pytest -n auto --dist loadfile "$@"

@@ -1,7 +1,17 @@
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
+
+# Several test processes (pytest-xdist, scripts/test.sh): the cores are shared among them, and
+# among the darknet.py processes the tests start (they inherit OMP_NUM_THREADS).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    os.environ["OMP_NUM_THREADS"] = _threads
+    import torch
+
+    torch.set_num_threads(int(_threads))
 
 import numpy as np
 import pytest
