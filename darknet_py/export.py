@@ -53,7 +53,7 @@ def output_indices(net) -> list[int]:
     """predict_raw's layers, with upstream's get_network_output in place of a last [cost]
     layer (whose inference output is zeros: a classifier exports its softmax)."""
     out = [i for i in net.output_indices() if net.layers[i].type_name != "cost"]
-    last = net.network_output_index()
+    last = net.output_index  # upstream's get_network_output
     return out + ([last] if last not in out else [])
 
 

@@ -206,11 +206,6 @@ class Network(nn.Module):
         last = len(self.layers) - 1
         return out + ([last] if last not in out else [])
 
-    def network_output_index(self) -> int:
-        """upstream's get_network_output: the last layer that is not [cost] (whose inference
-        output is zeros): what network_predict returns, a classifier's softmax."""
-        return self.output_index
-
     def _input_tensor(self, x) -> torch.Tensor:
         t = torch.as_tensor(np.asarray(x, dtype=np.float32))
         if t.dim() == 3:

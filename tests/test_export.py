@@ -68,7 +68,7 @@ class Exported:
 def _export(net, x, path, boxes: bool = True) -> Exported:
     """Export net (raw outputs and, for a detector, the boxes) and keep what darknet_py
     computes for x; predict_raw, plus the layer export puts in place of a last [cost]
-    (the network keeps that output: network_output_index)."""
+    (the network keeps that output: Network.output_index)."""
     boxes = boxes and any(l.type_name in DECODED_TYPES for l in net.layers)
     names = net.export_onnx(path, raw=True, postprocess=boxes, thresh=THRESH)
     raw = net.predict_raw(x)

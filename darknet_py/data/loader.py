@@ -136,10 +136,12 @@ def _init_worker(_worker_id: int) -> None:
 
 
 class _ThreadStream:
-    """Batches made by `workers` threads, `depth` requests ahead, handed out in request order."""
+    """Batches made by `workers` threads, `depth` requests ahead, handed out in request order;
+    pin: the images in pinned memory (for one non-blocking copy to a GPU), pinned by the worker
+    that made them. The truth stays where it is: the host reads it."""
 
-    def __init__(self, maker, requests, workers: int, depth: int):
-        self.maker, self.requests = maker, iter(requests)
+    def __init__(self, maker, requests, workers: int, depth: int, pin: bool = False):
+        self.maker, self.requests, self.pin = maker, iter(requests), pin
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="darknet-loader")
         self.pending: collections.deque = collections.deque()
         self.depth = max(1, depth)
@@ -149,8 +151,12 @@ class _ThreadStream:
 
     def __next__(self):
         while len(self.pending) < self.depth:
-            self.pending.append(self.pool.submit(self.maker, *next(self.requests)))
+            self.pending.append(self.pool.submit(self._make, *next(self.requests)))
         return self.pending.popleft().result()
+
+    def _make(self, *request):
+        x, truth, issues = self.maker(*request)
+        return (x.pin_memory() if self.pin else x), truth, issues
 
     def close(self) -> None:
         for f in self.pending:
@@ -215,7 +221,7 @@ class BatchLoader:
         if self.kind == "thread":
             cv2.setNumThreads(1)  # the threads are the parallelism; OpenCV's own pool would compete
             depth = prefetch_depth(self.workers * self.prefetch, n, self.channels, self.width, self.height)
-            it = _ThreadStream(self._maker, _Requests(self, n, sizes_fn), self.workers, depth)
+            it = _ThreadStream(self._maker, _Requests(self, n, sizes_fn), self.workers, depth, self.pin_memory)
         else:
             stream = DataLoader(_BatchDataset(self._maker), batch_size=None, sampler=_Requests(self, n, sizes_fn),
                                 num_workers=self.workers, prefetch_factor=self.prefetch, collate_fn=_as_is,
@@ -226,8 +232,6 @@ class BatchLoader:
         try:
             for x, truth, issues in it:
                 self._reporter.emit(issues)
-                if self.pin_memory and self.kind == "thread":
-                    x, truth = x.pin_memory(), truth.pin_memory()
                 yield x, truth
         finally:
             self._shutdown(it)
