@@ -7,17 +7,26 @@ cause is printed as one line naming the file (and line and key where there is on
 """
 from __future__ import annotations
 
-import argparse
+import os
 import sys
 import time
+from types import SimpleNamespace
 
 from .cfg import CfgError, read_data_cfg
 from .devices import DeviceError
+from .flags import FlagError, Flags, c_atoi
 from .image import ImageError
 from .weights import WeightsError
 
-USAGE = ("usage: darknet.py <function>\n  functions: detector [test|train|valid|map|calc_anchors|recall|demo] ..., "
-         "partial CFG WEIGHTS OUT N, export CFG WEIGHTS OUT.onnx")
+USAGE = """usage: darknet.py <function> ...   (darknet.py --help: the flags)
+  detector test|train|valid|map|recall|calc_anchors|demo|draw DATA CFG [WEIGHTS] ...
+  classifier train|valid|validmulti|valid10|validcrop|validfull|predict|label|test|demo|try DATA CFG [WEIGHTS] ...
+  detect CFG WEIGHTS [IMAGE]        classify CFG WEIGHTS [IMAGE]
+  partial CFG WEIGHTS OUT N         average CFG OUT WEIGHTS1 WEIGHTS2 ...
+  rescale|rgbgr|reset|normalize|denormalize|oneoff CFG WEIGHTS OUT
+  statistics CFG WEIGHTS            ops CFG           speed CFG [N]
+  visualize CFG [WEIGHTS]           imtest|test IMAGE
+  export CFG WEIGHTS OUT.onnx       (darknet_py's own)"""
 EXPORT_USAGE = ("usage: darknet.py export CFG WEIGHTS OUT.onnx [-batch N] [-width W -height H] [-dynamic] "
                 "[-postprocess [-thresh T]]")
 
@@ -56,44 +65,68 @@ class UsageError(Exception):
     pass
 
 
-def detector_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="darknet.py detector", add_help=False, allow_abbrev=False)
-    flag = lambda name: p.add_argument(name, action="store_true")
-    for name in ("-dont_show", "-benchmark", "-benchmark_layers", "-show", "-letter_box", "-map", "-show_imgs",
-                 "-dontdraw_bbox", "-ext_output", "-save_labels", "-clear"):
-        flag(name)
-    p.add_argument("-points", type=int, default=0)
-    p.add_argument("-mjpeg_port", type=int, default=-1)
-    p.add_argument("-avgframes", type=int, default=3)
-    p.add_argument("-json_port", type=int, default=-1)
-    p.add_argument("-http_post_host")
-    p.add_argument("-time_limit_sec", type=int, default=0)
-    p.add_argument("-out_filename")
-    p.add_argument("-json_file_output")
-    p.add_argument("-out")
-    p.add_argument("-prefix")
-    p.add_argument("-thresh", type=float, default=0.25)
-    p.add_argument("-iou_thresh", type=float, default=0.5)
-    p.add_argument("-hier", type=float, default=0.5)
-    p.add_argument("-c", type=int, default=0)
-    p.add_argument("-s", type=int, default=0)
-    p.add_argument("-num_of_clusters", type=int, default=5)
-    p.add_argument("-width", type=int, default=-1)
-    p.add_argument("-height", type=int, default=-1)
-    p.add_argument("-chart")
-    p.add_argument("-mAP_epochs", type=int, default=4)
-    p.add_argument("-gpus")
-    # darknet_py's own: which upstream build's training arithmetic to follow (see README)
-    p.add_argument("-train_flavor", choices=("cpu", "cudnn"))
-    p.add_argument("-seed", type=int)  # darknet_py's own: reproducible initialisation and augmentation
-    p.add_argument("-workers", type=int)  # darknet_py's own: data loading threads (default: one per core, <= 8)
-    p.add_argument("-i", type=int, default=0)
-    p.add_argument("-nogpu", action="store_true")
-    # darknet_py's own: TF32 on Ampere+ GPUs (training: on, as cuDNN's default; elsewhere: off)
-    p.add_argument("-no_tf32", action="store_true")
-    p.add_argument("-tf32", action="store_true")
-    p.add_argument("positional", nargs="*")
-    return p
+def _own_trainer_flags(f: Flags, a: SimpleNamespace) -> None:
+    """darknet_py's own flags of the commands that train and run networks (README)."""
+    a.train_flavor = f.str("-train_flavor", None)
+    if a.train_flavor not in (None, "cpu", "cudnn"):
+        raise UsageError(f"-train_flavor {a.train_flavor}: must be cudnn (upstream's GPU build, the default) or cpu")
+    seed = f.str("-seed", None)  # an int for the trainers (rnn's -seed is its text)
+    if seed is not None and not _is_int(seed):
+        raise UsageError(f"-seed {seed}: must be an integer")
+    a.seed = None if seed is None else int(seed)
+    a.workers = f.int("-workers", None)
+    a.nogpu = f.flag("-nogpu")
+    a.no_tf32 = f.flag("-no_tf32")
+    a.tf32 = f.flag("-tf32")
+
+
+def _is_int(word: str) -> bool:
+    try:
+        int(word)
+        return True
+    except ValueError:
+        return False
+
+
+def detector_flags(f: Flags) -> SimpleNamespace:
+    """Upstream's run_detector reads these, in this order, before its positional arguments."""
+    a = SimpleNamespace(i=f.gpu_index)
+    a.dont_show = f.flag("-dont_show")
+    a.benchmark = f.flag("-benchmark")
+    a.benchmark_layers = f.flag("-benchmark_layers")
+    if a.benchmark:
+        a.dont_show = True
+    a.show = f.flag("-show")
+    a.letter_box = f.flag("-letter_box")
+    a.map = f.flag("-map")
+    a.points = f.int("-points", 0)
+    a.show_imgs = f.flag("-show_imgs")
+    a.mjpeg_port = f.int("-mjpeg_port", -1)
+    a.avgframes = f.int("-avgframes", 3)
+    a.dontdraw_bbox = f.flag("-dontdraw_bbox")
+    a.json_port = f.int("-json_port", -1)
+    a.http_post_host = f.str("-http_post_host", None)
+    a.time_limit_sec = f.int("-time_limit_sec", 0)
+    a.out_filename = f.str("-out_filename", None)
+    a.json_file_output = f.str("-json_file_output", None)
+    a.out = f.str("-out", None)
+    a.prefix = f.str("-prefix", None)
+    a.thresh = f.float("-thresh", 0.25)
+    a.iou_thresh = f.float("-iou_thresh", 0.5)
+    a.hier = f.float("-hier", 0.5)
+    a.c = f.int("-c", 0)
+    a.s = f.int("-s", 0)
+    a.num_of_clusters = f.int("-num_of_clusters", 5)
+    a.width = f.int("-width", -1)
+    a.height = f.int("-height", -1)
+    a.ext_output = f.flag("-ext_output")
+    a.save_labels = f.flag("-save_labels")
+    a.chart = f.str("-chart", None)
+    a.mAP_epochs = f.int("-mAP_epochs", 4)
+    a.gpus = f.str("-gpus", None)
+    a.clear = f.flag("-clear")
+    _own_trainer_flags(f, a)
+    return a
 
 
 def read_names(data_path: str) -> tuple[list[str], str]:
@@ -217,42 +250,15 @@ def save_labels(dets, names, thresh, image_path) -> None:
     atomic_write_text(image_to_label_path(image_path), "".join(lines))
 
 
-def partial(argv) -> int:
-    from .network import build_network
-    if len(argv) < 4:
-        raise UsageError("usage: darknet.py partial CFG WEIGHTS OUTPUT N")
-    cfgfile, weightfile, outfile = argv[0], argv[1], argv[2]
-    try:
-        cutoff = int(argv[3])
-    except ValueError:
-        raise UsageError(f"partial: N must be an integer, got '{argv[3]}'") from None
-    net = build_network(cfgfile, batch=1)
-    if weightfile:
-        net.load_weights(weightfile, cutoff=cutoff)
-    net.seen = 0
-    net.save_weights(outfile, cutoff=cutoff)
-    print(f"Saved {min(cutoff, len(net.layers))} layers to {outfile}")
-    return 0
-
-
-def export_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="darknet.py export", add_help=False, allow_abbrev=False)
-    p.add_argument("-batch", type=int, default=1)
-    p.add_argument("-width", type=int, default=0)
-    p.add_argument("-height", type=int, default=0)
-    p.add_argument("-dynamic", action="store_true")
-    p.add_argument("-postprocess", action="store_true")
-    p.add_argument("-thresh", type=float, default=0.25)
-    p.add_argument("positional", nargs="*")
-    return p
-
-
-def export(argv) -> int:
+def export(f: Flags) -> int:
     """darknet_py's own `export CFG WEIGHTS OUT.onnx` (darknet_py/export.py)."""
     from .export import ExportError, export_onnx
     from .network import build_network
 
-    args = parse_flags(export_parser(), argv)
+    args = SimpleNamespace(batch=f.int("-batch", 1), width=f.int("-width", 0), height=f.int("-height", 0),
+                           dynamic=f.flag("-dynamic"), postprocess=f.flag("-postprocess"),
+                           thresh=f.float("-thresh", 0.25))
+    args.positional = f.positional("export")[1:]
     if len(args.positional) < 3:
         raise UsageError(EXPORT_USAGE)
     cfgfile, weightfile, outfile = args.positional[:3]
@@ -385,41 +391,31 @@ def demo_cmd(args) -> int:
 # ================================================================= end of evaluation commands
 
 
-def parse_flags(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
-    """Flags anywhere among the positional arguments (upstream's find_arg); unknown flags are
-    ignored with a warning, as upstream ignores them."""
-    args, unknown = parser.parse_known_intermixed_args(argv)
-    if unknown:
-        args.positional += [u for u in unknown if not u.startswith("-")]
-        bad = [u for u in unknown if u.startswith("-")]
-        if bad:
-            print(f"Warning: unknown flag(s) ignored: {' '.join(bad)}", file=sys.stderr)
-    return args
+def draw_cmd(args) -> int:
+    """Upstream's `detector draw` (draw_object): you draw an object's box on the image with the
+    mouse, then the image itself is optimized for that box (an adversarial example); it needs
+    OpenCV windows and CUDA in upstream. darknet_py does not provide it yet."""
+    raise UsageError("detector draw: not provided by darknet_py (upstream's interactive adversarial drawing "
+                     "needs a window to draw the box in with the mouse)")
 
 
-def detector(argv) -> int:
-    if not argv:
+DETECTOR_SUBCOMMANDS = ("test", "train", "map", "valid", "recall", "calc_anchors", "demo", "draw")
+
+
+def detector(f: Flags) -> int:
+    args = detector_flags(f)
+    words = f.peek()
+    if len(words) < 3:  # upstream: argc < 4 (its argv[0] is the program), before the sub-command is looked at
         raise UsageError("usage: darknet.py detector [train/test/valid/demo/map] [data] [cfg] [weights (optional)]")
-    sub, rest = argv[0], argv[1:]
-    args = parse_flags(detector_parser(), rest)
-    args.argv = list(argv)  # the command line again, for train's processes (train/distributed.py)
-    if sub == "test":
-        return test_detector(args)
-    if sub == "train":
-        return train(args)
-    # --- evaluation commands (darknet_py/eval/) ---
-    if sub == "map":
-        return map_cmd(args)
-    if sub == "valid":
-        return valid_cmd(args)
-    if sub == "recall":
-        return recall_cmd(args)
-    if sub == "calc_anchors":
-        return calc_anchors_cmd(args)
-    if sub == "demo":
-        return demo_cmd(args)
-    # --- end of evaluation commands ---
-    raise UsageError(f"detector {sub}: not available in this version of darknet_py (available: test, train, map, valid, recall, calc_anchors, demo)")
+    sub = words[1]
+    args.positional = f.positional(f"detector {sub}")[2:]
+    args.argv = f.line_without_command  # the command line again, for train's processes (train/distributed.py)
+    commands = {"test": test_detector, "train": train, "map": map_cmd, "valid": valid_cmd, "recall": recall_cmd,
+                "calc_anchors": calc_anchors_cmd, "demo": demo_cmd, "draw": draw_cmd}
+    if sub not in commands:
+        # upstream prints " There isn't such command: X" and exits 0; a script deserves a status
+        raise UsageError(f" There isn't such command: {sub} (detector commands: {', '.join(DETECTOR_SUBCOMMANDS)})")
+    return commands[sub](args)
 
 
 # ===================================================================== classifier commands
@@ -437,44 +433,41 @@ CLASSIFIER_HELP = """  darknet.py classifier train DATA CFG [WEIGHTS] [-topk] [-
 """
 
 CLASSIFIER_SUBCOMMANDS = ("train", "valid", "validmulti", "valid10", "validcrop", "validfull", "predict", "label",
-                          "test", "demo")
+                          "test", "demo", "try")
 
 
-def classifier_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="darknet.py classifier", add_help=False, allow_abbrev=False)
-    for name in ("-dont_show", "-benchmark", "-benchmark_layers", "-dontuse_opencv", "-show_imgs", "-topk", "-clear",
-                 "-nogpu"):
-        p.add_argument(name, action="store_true")
-    p.add_argument("-mjpeg_port", type=int, default=-1)
-    p.add_argument("-gpus")
-    p.add_argument("-c", type=int, default=0)
-    p.add_argument("-t", type=int, default=0)
-    p.add_argument("-chart")
-    p.add_argument("-i", type=int, default=0)
-    p.add_argument("-no_tf32", action="store_true")  # darknet_py's own, as for detector (devices.py)
-    p.add_argument("-tf32", action="store_true")
-    p.add_argument("-train_flavor", choices=("cpu", "cudnn"))  # darknet_py's own, as for detector train
-    p.add_argument("-seed", type=int)
-    p.add_argument("-workers", type=int)
-    p.add_argument("positional", nargs="*")
-    return p
+def classifier_flags(f: Flags) -> SimpleNamespace:
+    """Upstream's run_classifier reads these, in this order."""
+    a = SimpleNamespace(i=f.gpu_index)
+    a.mjpeg_port = f.int("-mjpeg_port", -1)
+    a.gpus = f.str("-gpus", None)
+    a.dont_show = f.flag("-dont_show")
+    a.benchmark = f.flag("-benchmark")
+    a.benchmark_layers = f.flag("-benchmark_layers")
+    if a.benchmark_layers:
+        a.benchmark = True
+    a.dontuse_opencv = f.flag("-dontuse_opencv")
+    a.show_imgs = f.flag("-show_imgs")
+    a.topk = f.flag("-topk")
+    a.c = f.int("-c", 0)
+    a.t = f.int("-t", 0)
+    a.clear = f.flag("-clear")
+    a.chart = f.str("-chart", None)
+    _own_trainer_flags(f, a)
+    return a
 
 
-def classifier(argv) -> int:
+def classifier(f: Flags) -> int:
     """Upstream: run_classifier (src/classifier.c)."""
     usage = (f"usage: darknet.py classifier [{'/'.join(CLASSIFIER_SUBCOMMANDS)}] DATA CFG [WEIGHTS] [IMAGE]")
-    if not argv:
-        raise UsageError(usage)
-    sub, rest = argv[0], argv[1:]
-    if sub not in CLASSIFIER_SUBCOMMANDS:
-        raise UsageError(f"classifier {sub}: not available in this version of darknet_py\n{usage}")
-    args, unknown = classifier_parser().parse_known_intermixed_args(rest)
-    args.argv = list(argv)
-    if unknown:
-        args.positional += [u for u in unknown if not u.startswith("-")]
-        bad = [u for u in unknown if u.startswith("-")]
-        if bad:
-            print(f"Warning: unknown flag(s) ignored: {' '.join(bad)}", file=sys.stderr)
+    args = classifier_flags(f)
+    words = f.peek()
+    if len(words) < 2 or words[1] not in CLASSIFIER_SUBCOMMANDS:
+        sub = words[1] if len(words) > 1 else ""
+        raise UsageError(f"classifier {sub}: not available in darknet_py\n{usage}" if sub else usage)
+    sub = words[1]
+    args.positional = f.positional(f"classifier {sub}")[2:]
+    args.argv = f.line_without_command
     if len(args.positional) < 2:
         raise UsageError(usage)
     if sub == "train":
@@ -529,6 +522,9 @@ def classifier_eval(sub: str, args) -> int:
         ev.validate_classifier_crop(datacfg, cfgfile, weights, device=device)
     elif sub == "predict":
         ev.predict_classifier(datacfg, cfgfile, weights, filename, args.t, device=device)
+    elif sub == "try":  # upstream: the layer's index is the 5th positional (atoi; -1 when missing)
+        layer = c_atoi(pos[4]) if len(pos) > 4 else -1
+        ev.try_classifier(datacfg, cfgfile, weights, filename, layer, device=device)
     elif sub == "label":
         ev.label_classifier(datacfg, cfgfile, weights, device=device)
     elif sub == "test":
@@ -548,56 +544,79 @@ def _upstream_data_file(path: str, command: str) -> str:
     return path
 
 
-def detect(argv) -> int:
-    """Upstream's `detect CFG WEIGHTS [IMAGE]`: detector test with cfg/coco.data, thresh .24."""
-    args, unknown = detector_parser().parse_known_intermixed_args(argv)
-    args.positional += [u for u in unknown if not u.startswith("-")]
-    if not any(a == "-thresh" for a in argv):
-        args.thresh = 0.24
-    if len(args.positional) < 2:
+def detect(f: Flags) -> int:
+    """Upstream's `detect CFG WEIGHTS [IMAGE]`: detector test with cfg/coco.data; main reads only
+    -thresh (default .24) and -ext_output for it."""
+    args = SimpleNamespace(i=f.gpu_index, thresh=f.float("-thresh", 0.24), ext_output=f.flag("-ext_output"),
+                           hier=0.5, dont_show=False, save_labels=False, out=None, letter_box=False, gpus=None,
+                           benchmark_layers=False)
+    _own_trainer_flags(f, args)
+    pos = f.positional("detect")[1:]
+    if len(pos) < 2:
         raise UsageError("usage: darknet.py detect CFG WEIGHTS [IMAGE] [-thresh T] [-ext_output]")
-    args.positional = [_upstream_data_file("cfg/coco.data", "detect")] + args.positional
+    args.positional = [_upstream_data_file("cfg/coco.data", "detect")] + pos
     return test_detector(args)
 
 
-def classify(argv) -> int:
-    """Upstream's `classify CFG WEIGHTS [IMAGE]`: classifier predict with cfg/imagenet1k.data, top 5."""
-    args, unknown = classifier_parser().parse_known_intermixed_args(argv)
-    args.positional += [u for u in unknown if not u.startswith("-")]
-    if len(args.positional) < 2:
+def classify(f: Flags) -> int:
+    """Upstream's `classify CFG WEIGHTS [IMAGE]`: classifier predict with cfg/imagenet1k.data, top 5
+    (main reads no flag for it)."""
+    args = SimpleNamespace(i=f.gpu_index, gpus=None, t=5)
+    _own_trainer_flags(f, args)
+    pos = f.positional("classify")[1:]
+    if len(pos) < 2:
         raise UsageError("usage: darknet.py classify CFG WEIGHTS [IMAGE]")
-    args.positional = [_upstream_data_file("cfg/imagenet1k.data", "classify")] + args.positional
-    args.t = 5
+    args.positional = [_upstream_data_file("cfg/imagenet1k.data", "classify")] + pos
     return _eval_call(lambda a: classifier_eval("predict", a), args)
 
 # ================================================================ end of classifier commands
 
 
+# upstream's old demo programs (src/yolo.c, coco.c, cifar.c, go.c, ...): trained on data sets of their
+# own, with windows and cameras, not part of darknet's documented use; darknet_py does not provide them
+NOT_PROVIDED = ("yolo", "coco", "cifar", "go", "vid", "art", "tag", "compare", "dice", "writing", "captcha",
+                "nightmare", "super", "voxel", "3d", "rnn")
+
+
+def _commands() -> dict:
+    from . import tools
+    return {"detector": detector, "classifier": classifier, "detect": detect, "classify": classify,
+            "export": export, **tools.COMMANDS}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if not argv:
-            raise UsageError(USAGE)
-        cmd, rest = argv[0], argv[1:]
-        if cmd in ("-h", "--help", "help") or (cmd == "detector" and rest[:1] and rest[0] in ("-h", "--help")) \
-                or (cmd == "detector" and len(rest) == 2 and rest[1] in ("-h", "--help")):
+        cmd = argv[0] if argv else None
+        rest = argv[1:]
+        if cmd in ("-h", "--help", "help") or (cmd in ("detector", "classifier", "detect", "classify")
+                                               and rest[-1:] in (["-h"], ["--help"])):
             print(HELP)
             print(CLASSIFIER_HELP)
             return 0
-        if cmd == "detector":
-            return detector(rest)
-        if cmd in ("classifier", "detect", "classify"):  # classifier commands and upstream's shortcuts
-            if rest[-1:] in (["-h"], ["--help"]):
-                print(CLASSIFIER_HELP)
-                return 0
-            return {"classifier": classifier, "detect": detect, "classify": classify}[cmd](rest)
-        if cmd == "partial":
-            return partial(rest)
-        if cmd == "export":
-            return export(rest)
+        f = Flags(argv)
+        f.gpu_index = f.int("-i", 0)  # upstream's main reads -i before the command (`-i 1 detector test ...`)
+        if f.flag("-cuda_debug_sync"):  # upstream: synchronize after every CUDA call, to find a failing kernel
+            os.environ["CUDA_LAUNCH_BLOCKING"] = "1"
+        if not f.words:
+            raise UsageError(USAGE)
+        cmd = f.words[0]
+        line = list(argv)
+        line.remove(cmd)
+        f.line_without_command = line
+        commands = _commands()
+        if cmd in commands:
+            return commands[cmd](f)
+        if cmd in NOT_PROVIDED:
+            print(f"darknet.py {cmd}: upstream's `{cmd}` demo program is not provided by darknet_py\n{USAGE}",
+                  file=sys.stderr)
+            return 2
         raise UsageError(f"Not an option: {cmd}\n{USAGE}")
     except UsageError as e:
         print(str(e), file=sys.stderr)
+        return 2
+    except FlagError as e:
+        print(f"Error: {e}", file=sys.stderr)
         return 2
     except (CfgError, WeightsError, ImageError, DeviceError) as e:
         print(f"Error: {e}", file=sys.stderr)

@@ -300,6 +300,65 @@ def predict_classifier(datacfg, cfgfile: str, weightfile: str | None, filename: 
     return done
 
 
+# upstream's try_classifier normalizes its 224x224 centre crop with these ImageNet statistics
+_TRY_MEAN = np.array([0.48263312050943, 0.45230225481413, 0.40099074308742], np.float32)
+_TRY_STD = np.array([0.22590347483426, 0.22120921437787, 0.22103996251583], np.float32)
+
+
+def try_classifier(datacfg, cfgfile: str, weightfile: str | None, filename: str | None, layer_num: int,
+                   out=None, err=None, device=None) -> int:
+    """Upstream: try_classifier: the image's shorter side resized to 256, the centre 224x224
+    window normalized by ImageNet's mean and variance (normalize_cpu, + .00001), then layer
+    `layer_num`'s rolling statistics and scales and its whole output printed, one number a line,
+    and the top classes. The network is built at 224x224, the size upstream's crop feeds it."""
+    from ..network import build_network
+
+    out = out or sys.stdout
+    net = build_network(cfgfile, batch=1, width=224, height=224, quiet=True)
+    if weightfile:
+        net.load_weights(weightfile, verbose=False)
+    net.eval()
+    if device is not None:
+        net.to(device)
+    if not -len(net.layers) <= layer_num < len(net.layers):
+        raise EvalError(f"classifier try: layer {layer_num} does not exist ({cfgfile} has {len(net.layers)} layers)")
+    c = Classifier(datacfg, net=net, err=err, labels_key="names")
+    top = c.top()
+    layer = net.layers[layer_num]
+    seen = {}
+    hook = layer.register_forward_hook(lambda m, i, o: seen.__setitem__("out", o))
+    var = (_TRY_STD * _TRY_STD).astype(np.float32)
+    try:
+        for path in _input_paths(filename, out):
+            im = c.load(path)
+            if im is None:
+                if filename:
+                    raise EvalError(f"{path}: cannot load the image")
+                continue
+            r = imagelib.resize_min(im, 256)
+            x = imagelib.crop_image(r, imagelib._c_div(r.shape[2] - 224 - 1, 2) + 1,
+                                    imagelib._c_div(r.shape[1] - 224 - 1, 2) + 1, 224, 224)
+            x = (x - _TRY_MEAN[:, None, None]) / np.sqrt(var + np.float32(.00001))[:, None, None]
+            t0 = time.process_time()
+            pred = c.predict(x.astype(np.float32), only_leaves=False)
+            if getattr(layer, "bn", False):
+                stats = [t.detach().cpu().numpy() for t in (layer.rolling_mean, layer.rolling_variance, layer.scales)]
+                for i in range(min(layer.c, len(stats[0]))):  # upstream loops over l.c (its input channels)
+                    print(f"{stats[0][i]:f} {stats[1][i]:f} {stats[2][i]:f}", file=out)
+            for v in seen["out"].detach().float().cpu().reshape(-1).numpy():
+                print(c_nan_str(v, "%f"), file=out)
+            print(f"{path}: Predicted in {time.process_time() - t0:f} seconds.", file=out)
+            for index in top_k(pred, top):
+                name = c.labels[index] if index < len(c.labels) else str(index)
+                print(f"{name}: {c_nan_str(pred[index], '%f')}", file=out)
+            out.flush()
+            if filename:
+                break
+    finally:
+        hook.remove()
+    return 0
+
+
 def label_classifier(datacfg, cfgfile: str, weightfile: str | None, out=None, err=None, device=None) -> int:
     """Upstream: label_classifier (`label`): the best class's name (from `names`) of each
     image of `test`, centre-cropped as valid."""
@@ -415,6 +474,6 @@ def demo_classifier(datacfg, cfgfile: str, weightfile: str | None, cam_index: in
     return {"frames": frames, "avg_fps": frames / elapsed if elapsed > 0 else 0.0}
 
 
-__all__ = ["Classifier", "top_k", "hierarchy_predictions", "label_of", "center_crop", "validate_classifier_single",
+__all__ = ["Classifier", "try_classifier", "top_k", "hierarchy_predictions", "label_of", "center_crop", "validate_classifier_single",
            "validate_classifier_views", "validate_classifier_crop", "predict_classifier", "label_classifier",
            "test_classifier", "demo_classifier"]
