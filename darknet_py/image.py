@@ -339,7 +339,10 @@ def save_image(im: np.ndarray, path: str | os.PathLike) -> str:
     if ext not in _WRITABLE_EXTS:
         path, ext = path + ".jpg", ".jpg"
     params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if ext in (".jpg", ".jpeg") else []
-    ok, buf = cv2.imencode(ext, to_bgr_uint8(im), params)
+    pixels = to_bgr_uint8(im)
+    if pixels.ndim == 2 and params:  # upstream's stb JPEG writer stores a grey image as 3 components
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR)
+    ok, buf = cv2.imencode(ext, pixels, params)
     if not ok:
         raise ImageError(path, "cannot encode image for this extension")
     try:

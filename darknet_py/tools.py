@@ -204,7 +204,7 @@ def oneoff(f: Flags) -> int:
     and third thirds; seen and iteration reset."""
     cfg, weights, out = _three(f, "oneoff")
     from .weights import read_header
-    net = _net(cfg, None, batch=None)
+    net = _net(cfg, None, batch=None).initialize()  # what the file does not hold keeps a fresh init, as upstream's
     l = net.layers[-2]
     stored, shift = 9372, 5
     if not _is_conv(l) or l.n < stored + shift:

@@ -112,7 +112,7 @@ def load_weights(net, path: str | os.PathLike, cutoff: int | None = None, verbos
         if report.partial:
             print(f"Loaded {loaded} of {with_weights} layers with weights from {path} "
                   f"(the file ends there: a partial / pretrained file)", file=sys.stderr)
-        elif report.floats_left:
+        elif report.floats_left and cutoff is None:  # with a cutoff the rest is meant to stay unread
             print(f"Warning: {path} has {report.floats_left} more floats than the network uses "
                   f"(is it for another cfg?)", file=sys.stderr)
     return report
