@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 from .cfg import CfgError, read_data_cfg
 from .devices import DeviceError
-from .flags import FlagError, Flags, c_atoi
+from .flags import FlagError, Flags, UsageError, c_atoi
 from .image import ImageError
 from .weights import WeightsError
 
@@ -59,10 +59,6 @@ Flags are upstream's (single dash, anywhere on the line). Device: GPU 0 when CUD
   -workers N           data loading threads (default: one per CPU core, at most 8; 0: none, load
                        each batch in the training thread).
 """
-
-
-class UsageError(Exception):
-    pass
 
 
 def _own_trainer_flags(f: Flags, a: SimpleNamespace) -> None:
@@ -149,6 +145,7 @@ def test_detector(args) -> int:
     filename = pos[3] if len(pos) > 3 else None
     names, names_path = read_names(datacfg)
     net = load_network(cfgfile, weightfile, device=_device(args))
+    net.benchmark_layers = args.benchmark_layers
     letter = bool(args.letter_box or net.options.letter_box)
     classes = getattr(net.layers[-1], "classes", None)
     if classes is not None and classes != len(names):
@@ -214,7 +211,7 @@ def train(args) -> int:
     gpus = parse_gpus(args.gpus)
     kw = dict(clear=args.clear, dont_show=args.dont_show, calc_map=args.map, thresh=args.thresh,
               iou_thresh=args.iou_thresh, show_imgs=args.show_imgs, chart=args.chart, map_epochs=args.mAP_epochs,
-              flavor=args.train_flavor, seed=args.seed, workers=args.workers)
+              flavor=args.train_flavor, seed=args.seed, workers=args.workers, benchmark_layers=args.benchmark_layers)
     # --- several processes (train/distributed.py): -gpus with several ids, or under torchrun ---
     from .train import distributed
     if distributed.requested(gpus):
@@ -384,7 +381,7 @@ def demo_cmd(args) -> int:
              prefix=args.prefix, out_filename=args.out_filename, dont_show=args.dont_show or args.benchmark,
              ext_output=args.ext_output, letter_box=args.letter_box, time_limit_sec=args.time_limit_sec,
              json_file_output=args.json_file_output, dontdraw_bbox=args.dontdraw_bbox, benchmark=args.benchmark,
-             device=_eval_device(args))
+             benchmark_layers=args.benchmark_layers, device=_eval_device(args))
         return 0
     return _eval_call(run, args)
 
@@ -530,8 +527,8 @@ def classifier_eval(sub: str, args) -> int:
     elif sub == "test":
         ev.test_classifier(datacfg, cfgfile, weights, device=device)
     else:
-        ev.demo_classifier(datacfg, cfgfile, weights, args.c, filename, benchmark=args.benchmark or
-                           args.benchmark_layers, dont_show=args.dont_show, device=device)
+        ev.demo_classifier(datacfg, cfgfile, weights, args.c, filename, benchmark=args.benchmark,
+                           benchmark_layers=args.benchmark_layers, dont_show=args.dont_show, device=device)
     return 0
 
 

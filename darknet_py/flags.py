@@ -52,6 +52,10 @@ _FLOAT = re.compile(r"\s*[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf(?:init
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
 
 
+class UsageError(Exception):
+    """A command line that names no command, too few arguments, or a bad value: the usage line."""
+
+
 class FlagError(Exception):
     """A flag given without the value it takes (upstream would read past the end of argv)."""
 

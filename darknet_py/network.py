@@ -47,6 +47,7 @@ from .layers.base import StaleDelta
 from .layers.convolutional import Convolutional
 from .layers.route import Route
 from .layers.upsample import Upsample
+from .layer_timing import BackwardTimer, ForwardTimer, LayerTimes
 from .options import NetOptions
 from . import weights as _weights
 
@@ -128,15 +129,27 @@ class Network(nn.Module):
                 keep.add(layer.index)
         self._keep = keep
         self.unused_warnings = [] if quiet else warn_unused(sections)
+        self.benchmark_layers = False  # -benchmark_layers: per-layer times printed (layer_timing.py)
+        self._layer_times: dict[str, LayerTimes] = {}
 
     # -- running --------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         outputs: dict[int, torch.Tensor] = {}
+        timer = self._timer("fw", x)
         for layer in self.layers:
-            x = layer(x, outputs)
+            x = layer(x, outputs) if timer is None else timer.run(layer, lambda: layer(x, outputs))
             if layer.index in self._keep:
                 outputs[layer.index] = x
+        if timer is not None:
+            timer.done()
         return outputs
+
+    def _timer(self, kind: str, x: torch.Tensor):
+        """-benchmark_layers: the forward ("fw") or backward ("bw") timer of this pass, or None."""
+        if not self.benchmark_layers:
+            return None
+        times = self._layer_times.setdefault(kind, LayerTimes(kind))
+        return (ForwardTimer if kind == "fw" else BackwardTimer)(times, x.device)
 
     def forward_train(self, x: torch.Tensor, flavor: str | None = None,
                       iteration: int | None = None) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
@@ -165,21 +178,27 @@ class Network(nn.Module):
         outputs: dict[int, torch.Tensor] = {}
         refs: dict[int, torch.Tensor] = {}  # what later layers read by index
         inputs: dict[int, torch.Tensor] = {}
+        fw, bw = self._timer("fw", x), self._timer("bw", x)
         for layer in layers:
             loss_layer = layer.type_name in LOSS_LAYER_TYPES
             if loss_layer:
                 inputs[layer.index] = x
             if layer.onlyforward or layer.index <= stop:
                 with torch.no_grad():
-                    x = layer(x.detach(), refs)
+                    x = _run(fw, layer, x.detach(), refs)
             else:
-                x = layer(x, refs)
+                x = _run(fw, layer, x, refs)
                 if layer.index in stale and torch.is_grad_enabled():
                     x = StaleDelta.apply(x, layer)
+            if bw is not None:
+                bw.watch(layer, x)
             if layer.index in self._keep:
                 refs[layer.index] = x.detach() if layer.index in overwritten else x
             if layer.index in self._keep or loss_layer:
                 outputs[layer.index] = x
+        if fw is not None:
+            fw.done()
+            bw.arm(layers)
         return outputs, inputs
 
     def frozen_upto(self, iteration: int) -> int:
@@ -284,6 +303,7 @@ class Network(nn.Module):
         new.seen = self.seen
         new.train_flavor = self.train_flavor
         new.current_subdivision = self.current_subdivision
+        new.benchmark_layers, new._layer_times = self.benchmark_layers, self._layer_times
         new.train(self.training)
         return new
 
@@ -313,6 +333,10 @@ class Network(nn.Module):
         """upstream's get_current_batch: images seen / images per iteration."""
         o = self.options
         return self.seen // (o.mini_batch * o.subdivisions) if o.mini_batch else 0
+
+
+def _run(timer, layer, x, refs):
+    return layer(x, refs) if timer is None else timer.run(layer, lambda: layer(x, refs))
 
 
 def _network_output_index(layers) -> int:

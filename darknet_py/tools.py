@@ -19,17 +19,12 @@ import time
 import numpy as np
 import torch
 
-from .flags import Flags, c_atoi
+from .flags import Flags, UsageError, c_atoi
 
 F32 = np.float32
 
 
-class ToolUsage(Exception):
-    pass
-
-
-def _usage(text: str):
-    from .cli import UsageError
+def _usage(text: str) -> UsageError:
     return UsageError(f"usage: darknet.py {text}")
 
 
@@ -208,8 +203,10 @@ def oneoff(f: Flags) -> int:
     l = net.layers[-2]
     stored, shift = 9372, 5
     if not _is_conv(l) or l.n < stored + shift:
-        raise ToolError(f"{cfg}: oneoff needs layer {l.index} (the one before last) to be a [convolutional] "
-                        f"with at least {stored + shift} filters (it reads {stored} from filter {shift} on)")
+        from .cfg import CfgError
+        raise CfgError(l.path, l.line, "filters", f"oneoff needs layer {l.index} (the one before last) to be a "
+                       f"[convolutional] with at least {stored + shift} filters (it reads {stored} from filter "
+                       f"{shift} on)")
     if weights:
         _load_oneoff(net, l, weights, stored, shift, read_header)
     n3, c = l.n // 3, l.c
@@ -289,10 +286,6 @@ def partial(f: Flags) -> int:
     return 0
 
 
-class ToolError(Exception):
-    pass
-
-
 def _three(f: Flags, name: str) -> tuple[str, str | None, str]:
     pos = f.positional(name)[1:]
     if len(pos) < 3:
@@ -357,16 +350,14 @@ def ops(f: Flags) -> int:
 
 def speed(f: Flags) -> int:
     """N forward passes (default 1000) of a blank image at batch 1."""
-    from .cli import _device
+    from .devices import select_device
     pos = f.positional("speed")[1:]
     if not pos:
         raise _usage("speed CFG [N]")
     tics = c_atoi(pos[1]) if len(pos) > 1 else 0
     tics = tics or 1000
     from .network import load_network
-    from types import SimpleNamespace
-    device = _device(SimpleNamespace(nogpu=False, gpus=None, i=f.gpu_index, tf32=False, no_tf32=False))
-    net = load_network(pos[0], None, device=device)
+    net = load_network(pos[0], None, device=select_device(False, None, f.gpu_index))
     o = net.options
     x = torch.zeros(1, o.channels, o.height, o.width, device=net.device)
     if net.device.type == "cpu":

@@ -399,7 +399,8 @@ def test_classifier(datacfg, cfgfile: str, weightfile: str | None, out=None, err
 
 # ------------------------------------------------------------------------------ demo
 def demo_classifier(datacfg, cfgfile: str, weightfile: str | None, cam_index: int = 0, filename: str | None = None,
-                    benchmark: bool = False, dont_show: bool = False, out=None, err=None, device=None) -> dict:
+                    benchmark: bool = False, dont_show: bool = False, out=None, err=None, device=None,
+                    benchmark_layers: bool = False) -> dict:
     """Upstream: demo_classifier: each frame of the video (or camera -c N) resized to the
     network, classified, its top classes printed (`NN.N%: name`) with the FPS; shown in a
     window unless -dont_show (or no display). -benchmark classifies a blank image as fast as
@@ -412,6 +413,7 @@ def demo_classifier(datacfg, cfgfile: str, weightfile: str | None, cam_index: in
     tty = hasattr(out, "isatty") and out.isatty()
     print("Classifier Demo", file=out)
     c = Classifier(datacfg, cfgfile, weightfile, device=device, err=err, labels_key="names")
+    c.net.benchmark_layers = benchmark_layers
     top = c.top()
     w, h = c.size
     cap = None

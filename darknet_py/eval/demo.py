@@ -146,7 +146,8 @@ def demo(cfgfile: str, weightfile: str | None, names: list[str], classes: int, f
          thresh: float = 0.25, cam_index: int = 0, frame_skip: int = 0, prefix: str | None = None,
          out_filename: str | None = None, dont_show: bool = False, ext_output: bool = False,
          letter_box: bool = False, time_limit_sec: int = 0, json_file_output: str | None = None,
-         dontdraw_bbox: bool = False, benchmark: bool = False, out=None, net=None, device=None) -> dict:
+         dontdraw_bbox: bool = False, benchmark: bool = False, out=None, net=None, device=None,
+         benchmark_layers: bool = False) -> dict:
     """Run the demo loop to the end of the video; returns {"frames", "avg_fps", "output"}."""
     import cv2
     from ..fileio import atomic_write_bytes, atomic_write_text
@@ -156,6 +157,7 @@ def demo(cfgfile: str, weightfile: str | None, names: list[str], classes: int, f
     print("Demo", file=out)
     if net is None:
         net = load_eval_network(cfgfile, weightfile, device)
+    net.benchmark_layers = benchmark_layers
     letter = bool(letter_box or net.options.letter_box)
     netw, neth = net.options.width, net.options.height
     if filename:

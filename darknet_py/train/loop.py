@@ -159,7 +159,8 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
                    dont_show: bool = True, calc_map: bool = False, thresh: float = 0.25, iou_thresh: float = 0.5,
                    show_imgs: bool = False, chart: str | None = None, map_epochs: int = 4, gpus: list[int] | None = None,
                    workers: int | None = None, seed: int | None = None, out=sys.stdout, err=sys.stderr,
-                   dist=None, flavor: str | None = None, device: torch.device | str | None = None) -> int:
+                   dist=None, flavor: str | None = None, device: torch.device | str | None = None,
+                   benchmark_layers: bool = False) -> int:
     """`dist`: a distributed.Dist when this is one of several processes (rank 0 alone prints
     and writes files; see darknet_py/train/distributed.py). `device`: default upstream's rule
     (devices.select_device: gpus[0], else GPU 0 when CUDA is present, else the CPU)."""
@@ -175,6 +176,7 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
     print(base, file=out)
     device = torch.device(device) if device is not None else select_device(gpus=gpus)
     net = start_network(cfgfile, weightfile, seed=seed, flavor=flavor, clear=clear, dist=dist)
+    net.benchmark_layers = benchmark_layers
     main_rank, world = (True, 1) if dist is None else (dist.is_main, dist.world_size)
     o = net.options
     imgs = o.mini_batch * o.subdivisions
