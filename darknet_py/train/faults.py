@@ -64,6 +64,9 @@ class WeightsSaver:
             return False
         if finite:
             self.good = (path, it)
+        else:
+            print(f"{path}: written with NaN/inf weights (iteration {it}, a new file); {self.where_good()}",
+                  file=self.err, flush=True)
         return True
 
     def where_good(self) -> str:
@@ -99,7 +102,8 @@ def out_of_memory_kind(e: BaseException) -> str | None:
     oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", ())
     if isinstance(e, oom) or (isinstance(e, RuntimeError) and "out of memory" in text.lower()):
         return "GPU" if ("CUDA" in text or "GPU" in text or "HIP" in text) else "host"
-    if isinstance(e, RuntimeError) and ("can't allocate memory" in text or "Failed to allocate" in text):
+    if isinstance(e, RuntimeError) and ("can't allocate memory" in text or "Failed to allocate" in text
+                                        or "can't start new thread" in text):
         return "host"
     name = type(e).__name__
     if name == "error" and ("Insufficient memory" in text or "Failed to allocate" in text):  # cv2.error
