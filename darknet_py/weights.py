@@ -127,4 +127,4 @@ def save_weights(net, path: str | os.PathLike, cutoff: int | None = None) -> Non
         f.write(struct.pack("<iiiQ", 0, 2, 5, int(net.seen)))
         for layer in layers:
             for t in layer.weight_arrays():
-                f.write(t.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes())
+                f.write(np.asarray(t.detach().to("cpu", torch.float32).contiguous().numpy(), dtype="<f4").data)

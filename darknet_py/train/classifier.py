@@ -88,12 +88,12 @@ def train_classifier(datacfg: str, cfgfile: str, weightfile: str | None, *, clea
 
     def out_of_memory(kind):
         return out_of_memory_line(kind, cfgfile, o, trainer.net.options.width, trainer.net.options.height,
-                                  trainer.iteration)
+                                  save.done_seen // imgs + 1)
 
     start = time.time()
     with saved_on_interrupt(lambda: save(last), last, err, sigterm=dist is None) as stopped, closing(bar, loader), \
             stop_on_out_of_memory(out_of_memory, stopped, err,
-                                  lambda: trainer.iteration > start_iteration and save(last)):
+                                  lambda: save.after_failure(last)):
         stream = iter(loader.batches(imgs))
         while forever or trainer.iteration < o.max_batches:
             t0 = time.time()
@@ -101,6 +101,7 @@ def train_classifier(datacfg: str, cfgfile: str, weightfile: str | None, *, clea
             print(f"Loaded: {time.time() - t0:f} seconds", file=out)
             t1 = time.time()
             loss = trainer.train_batch(x, truth, err)
+            save.completed()
             if avg_loss < 0 or not np.isfinite(avg_loss):
                 avg_loss = loss
             avg_loss = avg_loss * 0.9 + loss * 0.1

@@ -41,6 +41,20 @@ class WeightsSaver:
         self.start_weights = start_weights
         self.good: tuple[str, int] | None = None  # the last NaN-free file written: (path, iteration)
         self._told_nan: set[str] = set()
+        self.start_seen = self.done_seen = trainer.net.seen  # images seen at the last completed update
+
+    def completed(self) -> None:
+        """The loop's mark after each update: what a save after a failure goes back to."""
+        self.done_seen = self.trainer.net.seen
+
+    def after_failure(self, path: str) -> bool:
+        """Save `path` after a failure inside an iteration (out of memory): the counter of the last
+        completed update (the failed iteration had counted its images already); nothing when no
+        iteration completed in this run."""
+        if self.done_seen == self.start_seen:
+            return False
+        self.trainer.net.seen = self.done_seen
+        return self(path)
 
     def __call__(self, path: str) -> bool:
         if not self.main_rank:  # only rank 0 writes files
@@ -113,8 +127,8 @@ def out_of_memory_kind(e: BaseException) -> str | None:
 
 def out_of_memory_line(kind: str, cfgfile: str, options, width: int, height: int, iteration: int,
                        largest: tuple[int, int] | None = None) -> str:
-    """The one line for an allocation failure: the cfg's batch, subdivisions and size, and what to change.
-    largest: random=1's largest size (the first iteration runs at it, so memory shows at once)."""
+    """The one line for an allocation failure in `iteration`: the cfg's batch, subdivisions and size, and
+    what to change. largest: random=1's largest size (the first iteration runs at it, so memory shows at once)."""
     o = options
     batch = o.mini_batch * o.subdivisions
     size = f"width={o.width} height={o.height}"
@@ -124,7 +138,7 @@ def out_of_memory_line(kind: str, cfgfile: str, options, width: int, height: int
     more.append("a smaller width/height" + (" or random=0" if largest else ""))
     if kind == "host":
         more.append("fewer loader workers (-workers)")
-    return (f"Out of memory ({kind}) at iteration {iteration}, training at {width} x {height}: {cfgfile} has "
+    return (f"Out of memory ({kind}) in iteration {iteration}, training at {width} x {height}: {cfgfile} has "
             f"batch={batch} subdivisions={o.subdivisions} ({o.mini_batch} images per pass) {size}; "
             f"set {' or '.join(more)}")
 

@@ -214,14 +214,15 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
     largest = multi_scale.largest() if multi_scale is not None else None
 
     def out_of_memory(kind):  # random=1: the first iteration loads and trains at the largest size
-        first = largest is not None and trainer.iteration == start_iteration
+        failed = save.done_seen // imgs + 1
+        first = largest is not None and failed == start_iteration + 1
         w, h = largest if first else (trainer.net.options.width, trainer.net.options.height)
-        return out_of_memory_line(kind, cfgfile, o, w, h, trainer.iteration, largest)
+        return out_of_memory_line(kind, cfgfile, o, w, h, failed, largest)
 
     # distributed: run_rank handles SIGTERM
     with saved_on_interrupt(lambda: save(last), last, err, sigterm=dist is None) as stopped, closing(bar, loader), \
             stop_on_out_of_memory(out_of_memory, stopped, err,
-                                  lambda: trainer.iteration > start_iteration and save(last)):
+                                  lambda: save.after_failure(last)):
         if trainer.iteration < o.max_batches:
             stream = iter(loader.batches(imgs, sizes))
         while trainer.iteration < o.max_batches:
@@ -238,6 +239,7 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
                   file=out)
             t1 = time.time()
             loss = trainer.train_batch(x, truth, err)
+            save.completed()
             if avg_loss < 0 or avg_loss != avg_loss:
                 avg_loss = loss
             avg_loss = avg_loss * 0.9 + loss * 0.1

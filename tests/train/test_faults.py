@@ -48,9 +48,9 @@ def make_case(d: Path, max_batches: int, images: int = 4, backup: str = "backup/
     return d
 
 
-def run(d: Path, spec: dict | None = None, args=TRAIN, prefix=(), timeout=240):
+def run(d: Path, spec: dict | None = None, args=TRAIN, prefix=(), timeout=240, env=None):
     (d / "spec.json").write_text(json.dumps(spec or {}))
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", **(env or {}))
     p = subprocess.run([*prefix, sys.executable, str(DRIVER), "spec.json", "--", *args], cwd=d, env=env,
                        capture_output=True, text=True, timeout=timeout)
     report = json.loads((d / "driver.json").read_text()) if (d / "driver.json").is_file() else {}
@@ -233,7 +233,7 @@ def test_out_of_memory_is_one_line_naming_batch_subdivisions_and_size(tmp_path, 
     errors = [l for l in p.stderr.splitlines() if l.startswith("Error:")]
     assert len(errors) == 1, p.stderr[-3000:]
     line = errors[0]
-    assert line.startswith("Error: Out of memory (host) at iteration 0")
+    assert line.startswith("Error: Out of memory (host) in iteration 1, ")
     assert "t.cfg has batch=64 subdivisions=1 (64 images per pass)" in line and "subdivisions=2" in line
     # random=1: the first iteration at the largest size, round(1.4 * 608 / 32 + 1) * 32
     size = "608 x 608" if not random else "896 x 896"
@@ -313,6 +313,21 @@ def test_map_on_nan_weights_prints_upstreams_figures(tmp_path):
     assert [ub.sub("?", l).strip() for l in ours] == [ub.sub("?", l).strip() for l in theirs]
     assert all("ap = 0.00%" in l for l in ours if "class_id" in l)
     assert "mean average precision (mAP@0.50) = 0.000000, or 0.00 %" in p.stdout
+
+
+def test_out_of_memory_mid_run_saves_the_last_completed_iteration(tmp_path):
+    d = make_case(tmp_path / "case", 6, saveweights=1000)
+    (d / "obj.data").write_text((d / "obj.data").read_text().replace("savelast=1", "savelast=100"))
+    # 4 MB of address space left after iteration 2 (a save needs less); glibc's fixed mmap threshold makes every large block a new
+    # mapping (its default, dynamic, may serve the next batch from memory freed earlier)
+    p, _ = run(d, {"at": {"2": [["as_extra", 4_000_000]]}}, env={"MALLOC_MMAP_THRESHOLD_": "65536"})
+    assert p.returncode == 1, p.stderr[-3000:]
+    errors = [l for l in p.stderr.splitlines() if l.startswith("Error:")]
+    assert len(errors) == 1 and errors[0].startswith("Error: Out of memory (host) in iteration 3, training at "
+                                                     "128 x 128: t.cfg has batch=2 subdivisions=1"), p.stderr[-3000:]
+    last = d / "backup" / "t_last.weights"
+    assert struct.unpack("<Q", last.read_bytes()[12:20])[0] == 2 * 2  # seen: 2 completed iterations of 2
+    assert last.stat().st_size == WEIGHTS_BYTES and "Traceback" not in p.stderr
 
 
 def test_out_of_memory_kinds():
