@@ -185,6 +185,19 @@ def test_final_weights_not_written_exit_nonzero_naming_the_last_good_ones(tmp_pa
     assert "Traceback" not in p.stderr
 
 
+def test_classifier_final_weights_not_written_exit_nonzero(tmp_path):
+    case = ROOT / "tests" / "data" / "classifier" / "c1-darknet-ref"
+    d = tmp_path / "c"
+    shutil.copytree(case, d)
+    p, _ = run(d, {"at": {"3": [["fsize", 1000]]}},  # the classifier's `3, EPOCH: ...` line: the last one
+               args=["classifier", "train", "obj.data", "c1-darknet-ref.cfg", "-dont_show"])
+    assert p.returncode == 1, p.stderr[-3000:]
+    assert re.search(r"(?m)^Cannot save weights to backup//c1-darknet-ref_final\.weights: File too large", p.stderr)
+    assert re.search(r"(?m)^Error: the final weights could not be written to backup//c1-darknet-ref_final\.weights; "
+                     r"no weights were saved in this run$", p.stderr), p.stderr[-2000:]
+    assert os.listdir(d / "backup") == [] and "Traceback" not in p.stderr
+
+
 def test_disk_full_tmpfs(tmp_path):
     """A real ENOSPC: the backup folder a 1 MB tmpfs, room for one weights file and not a second."""
     if why := can_mount_tmpfs(tmp_path):
@@ -204,12 +217,14 @@ def test_disk_full_tmpfs(tmp_path):
 # ----------------------------------------------------------------- 3. data vanishing mid-run
 
 def test_images_and_labels_vanishing_mid_run(tmp_path):
-    d = make_case(tmp_path / "case", 16, images=5, saveweights=1000)
+    # one loader thread: 2 batches prepared ahead whatever the machine; the seed fixes the draws (36 of 5
+    # images after the faults)
+    d = make_case(tmp_path / "case", 20, images=5, saveweights=1000)
     spec = {"at": {"1": [["delete", "obj/d1.png"], ["truncate", "obj/d2.png", 200], ["garbage", "obj/d3.png"],
                          ["garbage", "obj/d4.txt"]]}}
-    p, _ = run(d, spec, args=TRAIN + ["-seed", "1"])
+    p, _ = run(d, spec, args=TRAIN + ["-seed", "1", "-workers", "1"])
     assert p.returncode == 0, p.stderr[-3000:]
-    assert iterations(p.stdout) == list(range(1, 17))
+    assert iterations(p.stdout) == list(range(1, 21))
     for name in ("d1", "d2", "d3"):
         said = [l for l in p.stderr.splitlines() if f"obj/{name}.png: Cannot load image" in l]
         assert len(said) == 1, (name, p.stderr[-3000:])
