@@ -56,7 +56,8 @@ class WeightsSaver:
         self.trainer.net.seen = self.done_seen
         return self(path)
 
-    def __call__(self, path: str) -> bool:
+    def __call__(self, path: str, final: bool = False) -> bool:
+        """final: the run's last save (no later save will try again)."""
         if not self.main_rank:  # only rank 0 writes files
             return True
         net = self.trainer.net
@@ -66,15 +67,16 @@ class WeightsSaver:
         if not finite and existed:
             if path not in self._told_nan:
                 self._told_nan.add(path)
-                print(f"{path}: not saved at iteration {it}: the weights hold NaN/inf; the file keeps the "
-                      f"NaN-free weights it has", file=self.err, flush=True)
+                print(f"{path}: not saved at iteration {it}: the weights hold NaN/inf; the file keeps what it "
+                      f"held", file=self.err, flush=True)
             return False
         try:
             net.save_weights(path)
         except OSError as e:
             kept = "the previous file is kept as it was" if existed else "no file is left"
-            print(f"Cannot save weights to {path}: {e.strerror or e} (errno {e.errno}); {kept}; "
-                  f"training goes on and the next save tries again", file=self.err, flush=True)
+            then = "" if final else "; training goes on and the next save tries again"
+            print(f"Cannot save weights to {path}: {e.strerror or e} (errno {e.errno}); {kept}{then}",
+                  file=self.err, flush=True)
             return False
         if finite:
             self.good = (path, it)

@@ -290,7 +290,7 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
 def save_final(save: WeightsSaver, final: str, plot, err) -> int:
     """The end of a completed run: NAME_final.weights and the chart, then upstream's line.
     Returns 1 (and says where the last good weights are) when the final weights were not written."""
-    saved = save(final)
+    saved = save(final, final=True)
     plot.save()
     print(f"Saving weights to {final}", file=err)
     if not saved:
