@@ -221,7 +221,7 @@ def test_images_and_labels_vanishing_mid_run(tmp_path):
     # images after the faults)
     d = make_case(tmp_path / "case", 20, images=5, saveweights=1000)
     spec = {"at": {"1": [["delete", "obj/d1.png"], ["truncate", "obj/d2.png", 200], ["garbage", "obj/d3.png"],
-                         ["garbage", "obj/d4.txt"]]}}
+                         ["garbage", "obj/d4.txt"], ["delete", "obj/d5.txt"]]}}
     p, _ = run(d, spec, args=TRAIN + ["-seed", "1", "-workers", "1"])
     assert p.returncode == 0, p.stderr[-3000:]
     assert iterations(p.stdout) == list(range(1, 21))
@@ -229,8 +229,10 @@ def test_images_and_labels_vanishing_mid_run(tmp_path):
         said = [l for l in p.stderr.splitlines() if f"obj/{name}.png: Cannot load image" in l]
         assert len(said) == 1, (name, p.stderr[-3000:])
     assert any("obj/d4.txt:1: Wrong annotation" in l for l in p.stderr.splitlines()), p.stderr[-3000:]
+    said = [l for l in p.stderr.splitlines() if l.startswith("obj/d5.txt: Can't open label file (No such file")]
+    assert len(said) == 1, p.stderr[-3000:]  # the image is used as a negative, as upstream
     bad = (d / "bad.list").read_text().splitlines()
-    assert sorted(bad) == ["obj/d1.png", "obj/d2.png", "obj/d3.png"]
+    assert sorted(bad) == ["obj/d1.png", "obj/d2.png", "obj/d3.png", "obj/d5.txt"]
     assert (d / "backup" / "t_final.weights").is_file()
     assert "Traceback" not in p.stderr
 
