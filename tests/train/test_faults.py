@@ -140,7 +140,8 @@ def test_unwritable_chart_and_bad_list_are_warned_and_training_goes_on(tmp_path)
     d = make_case(tmp_path / "case", 3)
     (d / "chart.png").mkdir()  # the chart cannot be renamed over a folder
     (d / "bad.list").mkdir()  # nor can bad.list be appended to
-    os.unlink(d / "obj" / "d2.txt")  # a missing label: a bad.list line
+    for i in range(1, 5):  # missing labels: bad.list lines, whichever images are drawn
+        os.unlink(d / "obj" / f"d{i}.txt")
     p, _ = run(d, args=TRAIN + ["-chart", "missing_chart.png"])
     assert p.returncode == 0, p.stderr[-2000:]
     assert iterations(p.stdout) == [1, 2, 3]
