@@ -8,12 +8,13 @@ demand, atomically.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, folder_unwritable
 
 FONT = cv2.FONT_HERSHEY_COMPLEX_SMALL
 IMG_SIZE, OFFSET, LINES = 1000, 60, 100
@@ -31,10 +32,19 @@ class TrainChart:
         self.max_loss = max_loss
         self.draw = IMG_SIZE - OFFSET
         self.img = None
-        if chart_path and Path(chart_path).is_file():
-            self.img = cv2.imread(str(chart_path))  # upstream's -chart: continue an old chart
+        self._failed: set[str] = set()  # the files whose write failed (said once each)
+        if chart_path:
+            self.img = cv2.imread(str(chart_path)) if Path(chart_path).is_file() else None  # continue an old chart
+            if self.img is None:
+                print(f"Warning: -chart {chart_path}: cannot read it as an image; a new chart is drawn",
+                      file=sys.stderr)
         if self.img is None:
             self.img = self._grid()
+        why = folder_unwritable(out_dir)
+        if why:
+            self._failed.update(str(n) for n in self.names)
+            print(f"Warning: the chart ({', '.join(map(str, self.names))}) cannot be saved: {out_dir}: {why}; "
+                  f"training goes on", file=sys.stderr)
         self.old_batch = 0
         self.accuracy_name = accuracy_name  # the label of the red curve: "mAP%", or "top5" for -topk
         self.text_iteration = 0
@@ -101,7 +111,14 @@ class TrainChart:
         return False
 
     def save(self) -> None:
+        """Write the chart files; one that cannot be written is warned about once (training goes on)."""
         ok, buf = cv2.imencode(".png", self.img)
         if ok:
             for name in self.names:
-                atomic_write_bytes(name, buf.tobytes())
+                try:
+                    atomic_write_bytes(name, buf.tobytes())
+                except OSError as e:
+                    if str(name) not in self._failed:
+                        self._failed.add(str(name))
+                        print(f"Warning: cannot save the chart {name}: {e.strerror or e}; training goes on",
+                              file=sys.stderr)

@@ -119,11 +119,12 @@ def load_weights(net, path: str | os.PathLike, cutoff: int | None = None, verbos
 
 
 def save_weights(net, path: str | os.PathLike, cutoff: int | None = None) -> None:
-    """Write upstream's layout atomically: temporary file in the same folder, then rename."""
+    """Write upstream's layout atomically: temporary file in the same folder, on the disk (fsync), then
+    renamed over `path`; a failed write raises OSError and leaves `path` as it was."""
     path = Path(path)
     layers = net.layers if cutoff is None else net.layers[:cutoff]
-    with atomic_writer(path) as f:
+    with atomic_writer(path, fsync=True) as f:
         f.write(struct.pack("<iiiQ", 0, 2, 5, int(net.seen)))
         for layer in layers:
             for t in layer.weight_arrays():
-                f.write(t.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes())
+                f.write(np.asarray(t.detach().to("cpu", torch.float32).contiguous().numpy(), dtype="<f4").data)

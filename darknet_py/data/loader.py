@@ -48,6 +48,7 @@ class Reporter:
     def __init__(self, bad_list: str | None = "bad.list", bad_label_list: str | None = "bad_label.list"):
         self.bad_list, self.bad_label_list = bad_list, bad_label_list
         self.seen: set = set()
+        self.failed: set = set()  # bad.list / bad_label.list that could not be written
 
     def emit(self, issues) -> None:
         for issue in issues:
@@ -55,17 +56,23 @@ class Reporter:
                 continue
             self.seen.add(issue.key)
             print(str(issue), file=sys.stderr, flush=True)
-            _append_line(self.bad_list, issue.bad_list)
-            _append_line(self.bad_label_list, issue.bad_label_list)
+            _append_line(self.bad_list, issue.bad_list, self.failed)
+            _append_line(self.bad_label_list, issue.bad_label_list, self.failed)
 
 
-def _append_line(path: str | None, line: str | None) -> None:
+def _append_line(path: str | None, line: str | None, failed: set | None = None) -> None:
+    """Append a line; a file that cannot be written is warned about once (when `failed` is
+    given: the set of those already warned about) and training goes on."""
     if path and line:
         try:
             with open(path, "a", encoding="utf-8", errors="replace") as f:
                 f.write(line + "\n")
         except OSError as e:  # never stop training over a log file
-            print(f"{path}: cannot append ({e.strerror or e})", file=sys.stderr)
+            if failed is None or path not in failed:
+                print(f"Warning: {path}: cannot append ({e.strerror or e}); its lines are only printed, "
+                      f"training goes on", file=sys.stderr)
+            if failed is not None:
+                failed.add(path)
 
 
 class _BatchMaker:
@@ -416,7 +423,13 @@ class MultiScale:
         if scale < 1 and (w > self.init_w or h > self.init_h):
             w, h = self.init_w, self.init_h
         if first or self.iteration > self.max_batches - 100:
-            w, h = self._dims(self.coef)  # the largest size: memory check / final statistics
+            return self.largest()  # the memory check / final statistics
+        step = int(self.step)
+        return max(w, step), max(h, step)
+
+    def largest(self) -> tuple[int, int]:
+        """The largest size (the first iteration's: if it fits in memory, every size does)."""
+        w, h = self._dims(self.coef)
         step = int(self.step)
         return max(w, step), max(h, step)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +22,7 @@ from ..chart import TrainChart
 from ..devices import select_device
 from .loop import (Trainer, _NoChart, _progress, basecfg, closing, inference_copy, save_final, saved_on_interrupt,
                    start_network)
+from .faults import NanWatch, WeightsSaver, backup_problem, out_of_memory_line, stop_on_out_of_memory
 from .lr_policy import current_rate
 
 F32 = np.float32
@@ -71,7 +71,9 @@ def train_classifier(datacfg: str, cfgfile: str, weightfile: str | None, *, clea
     data_seed = seed if dist is None else dist.seeds(seed)[0]
     loader = classifier_loader_from_net(net, paths, labels, show_imgs=show_imgs, dontuse_opencv=dontuse_opencv,
                                         seed=data_seed, workers=workers, pin_memory=device.type == "cuda")
-    Path(backup).mkdir(parents=True, exist_ok=True)
+    if main_rank and (why := backup_problem(backup)):  # before the first iteration, not at the first save
+        print(f"Error: {why}", file=err)
+        return 1
     plot = TrainChart(base, o.max_batches, o.max_chart_loss, chart, accuracy_name=topk_name) \
         if main_rank and not dontuse_opencv else _NoChart()
     start_iteration = trainer.iteration
@@ -81,12 +83,17 @@ def train_classifier(datacfg: str, cfgfile: str, weightfile: str | None, *, clea
     last = f"{backup}/{base}_last.weights"
     forever = o.max_batches == 0  # upstream: max_batches=0 trains until stopped
 
-    def save(path):  # only rank 0 writes files
-        if main_rank:
-            trainer.net.save_weights(path)
+    save = WeightsSaver(trainer, main_rank, err, weightfile)  # a failed save: one line, the run goes on
+    nan_watch = NanWatch(last, err)
+
+    def out_of_memory(kind):
+        return out_of_memory_line(kind, cfgfile, o, trainer.net.options.width, trainer.net.options.height,
+                                  save.done_seen // imgs + 1)
 
     start = time.time()
-    with saved_on_interrupt(lambda: save(last), last, err, sigterm=dist is None) as stopped, closing(bar, loader):
+    with saved_on_interrupt(lambda: save(last), last, err, sigterm=dist is None) as stopped, closing(bar, loader), \
+            stop_on_out_of_memory(out_of_memory, stopped, err,
+                                  lambda: save.after_failure(last)):
         stream = iter(loader.batches(imgs))
         while forever or trainer.iteration < o.max_batches:
             t0 = time.time()
@@ -94,10 +101,12 @@ def train_classifier(datacfg: str, cfgfile: str, weightfile: str | None, *, clea
             print(f"Loaded: {time.time() - t0:f} seconds", file=out)
             t1 = time.time()
             loss = trainer.train_batch(x, truth, err)
+            save.completed()
             if avg_loss < 0 or not np.isfinite(avg_loss):
                 avg_loss = loss
             avg_loss = avg_loss * 0.9 + loss * 0.1
             i = trainer.iteration
+            nan_watch.check(loss, i)
             next_topk = max(iter_topk + 2 * len(paths) // imgs, o.burn_in, 100)
             if i % 10 == 0 and calc_topk:
                 print(f"\n (next TOP{topk_n} calculation at {next_topk} iterations) ", end="", file=err)
@@ -129,5 +138,4 @@ def train_classifier(datacfg: str, cfgfile: str, weightfile: str | None, *, clea
                 save(last)
     if stopped.code:
         return stopped.code
-    save_final(save, f"{backup}/{base}_final.weights", plot, err)
-    return 0
+    return save_final(save, f"{backup}/{base}_final.weights", plot, err)

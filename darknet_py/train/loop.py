@@ -10,7 +10,6 @@ gradient there (the logistic inside the yolo layer is not differentiated).
 from __future__ import annotations
 
 import contextlib
-import math
 import signal
 import sys
 import threading
@@ -27,6 +26,7 @@ from ..network import Network, announce_detection_layers, build_network
 from ..gaussian_delta import gaussian_yolo_delta
 from ..region_delta import region_delta
 from ..yolo_delta import yolo_delta
+from .faults import NanWatch, WeightsSaver, backup_problem, out_of_memory_line, stop_on_out_of_memory
 from .lr_policy import current_rate
 
 
@@ -200,7 +200,9 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
     sizes = sizes_from_net(net, seed=sizes_seed, start_iteration=start_iteration)
     if dist is not None:
         sizes = dist.strided(sizes)
-    Path(backup).mkdir(parents=True, exist_ok=True)
+    if main_rank and (why := backup_problem(backup)):  # before the first iteration, not at the first save
+        print(f"Error: {why}", file=err)
+        return 1
     plot = TrainChart(base, o.max_batches, o.max_chart_loss, chart) if main_rank else _NoChart()
     bar = _progress(o.max_batches, start_iteration, out)
     avg_loss, avg_time = -1.0, -1.0
@@ -208,13 +210,21 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
     mean_ap, best_map = -1.0, -1.0
     stream = None
     last = f"{backup}/{base}_last.weights"
+    save = WeightsSaver(trainer, main_rank, err, weightfile)  # a failed save: one line, the run goes on
+    nan_watch = NanWatch(last, err)
+    multi_scale = sizes_from_net(net)
+    largest = multi_scale.largest() if multi_scale is not None else None
 
-    def save(path):  # only rank 0 writes files
-        if main_rank:
-            trainer.net.save_weights(path)
+    def out_of_memory(kind):  # random=1: the first iteration loads and trains at the largest size
+        failed = save.done_seen // imgs + 1
+        first = largest is not None and failed == start_iteration + 1
+        w, h = largest if first else (trainer.net.options.width, trainer.net.options.height)
+        return out_of_memory_line(kind, cfgfile, o, w, h, failed, largest)
 
     # distributed: run_rank handles SIGTERM
-    with saved_on_interrupt(lambda: save(last), last, err, sigterm=dist is None) as stopped, closing(bar, loader):
+    with saved_on_interrupt(lambda: save(last), last, err, sigterm=dist is None) as stopped, closing(bar, loader), \
+            stop_on_out_of_memory(out_of_memory, stopped, err,
+                                  lambda: save.after_failure(last)):
         if trainer.iteration < o.max_batches:
             stream = iter(loader.batches(imgs, sizes))
         while trainer.iteration < o.max_batches:
@@ -231,12 +241,12 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
                   file=out)
             t1 = time.time()
             loss = trainer.train_batch(x, truth, err)
+            save.completed()
             if avg_loss < 0 or avg_loss != avg_loss:
                 avg_loss = loss
             avg_loss = avg_loss * 0.9 + loss * 0.1
             it = trainer.iteration
-            if not math.isfinite(loss):
-                print(f"\n Warning: loss is {loss} at iteration {it} (NaN/inf)", file=err)
+            nan_watch.check(loss, it)
             next_map = max(iter_map + max(map_epochs * len(paths) // (imgs * world), 100), o.burn_in)
             if calc_map:
                 print(f"\n (next mAP calculation at {next_map} iterations) ", file=out)
@@ -273,16 +283,22 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
                 save(last)
     if stopped.code:
         return stopped.code
-    save_final(save, f"{backup}/{base}_final.weights", plot, err)
+    if save_final(save, f"{backup}/{base}_final.weights", plot, err):
+        return 1
     print("If you want to train from the beginning, then use flag in the end of training command: -clear ", file=out)
     return 0
 
 
-def save_final(save, final: str, plot, err) -> None:
-    """The end of a completed run: NAME_final.weights and the chart, then upstream's line."""
-    save(final)
+def save_final(save: WeightsSaver, final: str, plot, err) -> int:
+    """The end of a completed run: NAME_final.weights and the chart, then upstream's line.
+    Returns 1 (and says where the last good weights are) when the final weights were not written."""
+    saved = save(final, final=True)
     plot.save()
     print(f"Saving weights to {final}", file=err)
+    if not saved:
+        print(f"Error: the final weights could not be written to {final}; {save.where_good()}", file=err)
+        return 1
+    return 0
 
 
 def start_network(cfgfile: str, weightfile: str | None, *, seed: int | None = None, flavor: str | None = None,
@@ -325,9 +341,10 @@ def saved_on_interrupt(save_last, last: str, err=sys.stderr, sigterm: bool = Tru
         yield stopped
     except KeyboardInterrupt as e:
         with ignoring_interrupts():
-            save_last()
+            saved = save_last() is not False  # False: the saver said why it could not
         terminated = isinstance(e, Terminated)
-        print(f"\n{'Terminated (SIGTERM)' if terminated else 'Interrupted'}: saved {last}", file=err)
+        print(f"\n{'Terminated (SIGTERM)' if terminated else 'Interrupted'}: {'saved' if saved else 'could not save'} "
+              f"{last}", file=err)
         stopped.code = 143 if terminated else 130
     finally:
         restore_sigterm()
