@@ -1,0 +1,415 @@
+"""Upstream: parse_conv_lstm (src/parser.c), make_conv_lstm_layer / forward_conv_lstm_layer_gpu /
+backward_conv_lstm_layer_gpu (src/conv_lstm_layer.c, the CUDA path), the CONV_LSTM branches of
+save_weights_upto / load_weights_upto.
+
+A convolutional LSTM made of inner [convolutional] layers (same size, stride, dilation,
+padding, groups, activation, batch_normalize, xnor; `output` filters each):
+    U: uf ui ug uo   on the input x (c channels)
+    W: wf wi wg wo   on the hidden state h (output channels); with bottleneck=1 only wf,
+                     on 2*output channels (see below)
+    V: vf vi vo      peephole=1: on the cell state
+One step (the CUDA kernels add_3_arrays_activate, sum_of_mults, activate_and_mult):
+    f = logistic(wf(h) + uf(x) + vf(c))      i = logistic(wi(h) + ui(x) + vi(c))
+    g = act(wg(h) + ug(x))                   c = f*c + i*g
+    o = logistic(wo(h) + uo(x) + vo(c_new))  h = o * act2(c)
+act is lstm_activation (default tanh) as add_3_arrays_activate applies it (logistic, tanh or
+leaky; any other is the identity), act2 as activate_and_mult applies it (tanh or leaky; any
+other, logistic included, is the identity). Then NaN/inf in c and h become 1/(|index|+1)
+(fix_nan_and_inf), c is clamped to +-state_constrain (default time_steps*32), and the
+output is h.
+
+bottleneck=1 (CUDA only; the CPU build would crash): hb = act(wf(h ++ x)) where h ++ x is
+the flat concatenation of the batch's h and of as many input floats (so the input must have
+`output` channels), and the gates read U(hb) with no W term; with shortcut=1 the first half
+(flat) of the output gets wf's output added.
+
+The .weights file holds vf vi vo (peephole), wf, wi wg wo (unless bottleneck), uf ui ug uo.
+
+State: h and c carry over from one forward call to the next, in inference (frames of a
+video; upstream's detector parses with time_steps=1) and in training alike (upstream never
+clears them while training); `reset_state()` clears them. Built for training, a batch holds
+time_steps consecutive mini-batches.
+
+Training follows backward_conv_lstm_layer_gpu, which is not the exact gradient:
+- the gradient reaching h(t-1) through the W convolutions (and through the bottleneck's
+  W, the latter scaled by time_normalizer) is dropped without bottleneck; h(t-1) gets only
+  the delta the next layer gives the output at t-1;
+- the peephole convolutions' input gradients are not propagated to c;
+- the cell delta left at the first step (dc * f) is not cleared: it is added to the cell
+  delta of the last step of the next training call;
+- with sequential_subdivisions unset (the usual case: sequence = subdivisions /
+  sequential_subdivisions = 1), or at the first mini-batch of a sequence, the first step's
+  W convolutions learn from h(0) instead of h(-1), and its forget gate from c(0) instead of
+  c(-1) (zeros with time_steps=1): upstream reuses the buffers of step 1 there.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..activations import activation_from, train_activate
+from . import register
+from .base import BuildContext, Layer
+from .convolutional import Convolutional
+from .crnn import _conv_section
+
+
+def _gate_act(x: torch.Tensor, name: str) -> torch.Tensor:
+    """add_3_arrays_activate's activation: logistic, tanh or leaky, else the identity."""
+    if name == "logistic":
+        return torch.sigmoid(x)
+    if name == "tanh":
+        return torch.tanh(x)
+    if name == "leaky":
+        return torch.where(x < 0, x * 0.1, x)
+    return x
+
+
+def _mult_act(x: torch.Tensor, name: str) -> torch.Tensor:
+    """activate_and_mult's activation: tanh or leaky, else the identity."""
+    if name == "tanh":
+        return torch.tanh(x)
+    if name == "leaky":
+        return torch.where(x < 0, x * 0.1, x)
+    return x
+
+
+def _fix_nan_and_inf(x: torch.Tensor) -> torch.Tensor:
+    """fix_nan_and_inf: a non-finite value at flat index j becomes 1/(j + 1)."""
+    bad = ~torch.isfinite(x)
+    if not bool(bad.any()):
+        return x
+    idx = torch.arange(x.numel(), device=x.device, dtype=x.dtype).reshape(x.shape)
+    return torch.where(bad, 1.0 / (idx + 1), x)
+
+
+class _StraightClamp(torch.autograd.Function):
+    """constrain_ongpu on the stored cell: the value is clamped, the backward (which reads the
+    stored, clamped cell) passes the delta through unchanged."""
+
+    @staticmethod
+    def forward(ctx, x, limit):
+        return x.clamp(-limit, limit)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, None
+
+
+class _AddGrad(torch.autograd.Function):
+    """Identity whose backward adds a carried delta (upstream's uncleared dc_gpu)."""
+
+    @staticmethod
+    def forward(ctx, x, extra):
+        ctx.save_for_backward(extra)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (extra,) = ctx.saved_tensors
+        return g + extra, None
+
+
+class _ScaleGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * ctx.scale, None
+
+
+class _ClampGrad(torch.autograd.Function):
+    """wf's delta in the bottleneck backward: NaN/inf reset to 0, then constrained to +-1."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        g = torch.where(torch.isfinite(g), g, torch.zeros_like(g))
+        return g.clamp(-1.0, 1.0)
+
+
+def _value_from(value: torch.Tensor, grad_path: torch.Tensor) -> torch.Tensor:
+    """`value` forward, but the gradient of `grad_path` (same shape) backward."""
+    return value.detach() + (grad_path - grad_path.detach())
+
+
+@register("conv_lstm")
+class ConvLSTM(Layer):
+    type_name = "none"  # not in upstream's get_layer_string table
+    type_id = 21
+    onnx_refusal = "its hidden and cell states carry over from one call to the next, which an ONNX graph cannot hold"
+
+    def __init__(self, ctx: BuildContext):
+        super().__init__(ctx)
+        s = ctx.section
+        self.size = s.int("size", 3)
+        self.stride = s.int("stride", 1)
+        self.dilation = s.int("dilation", 1)
+        pad = s.int("pad", 0)
+        padding = s.int("padding", 0)
+        if pad:
+            padding = self.size // 2
+        self.pad = padding
+        output_filters = s.int("output", 1)
+        self.groups = s.int("groups", 1)
+        activation = activation_from(s, default="linear")
+        batch_normalize = s.int("batch_normalize", 0)
+        self.xnor = s.int("xnor", 0)
+        self.peephole = s.int("peephole", 0)
+        self.bottleneck = s.int("bottleneck", 0)
+        if output_filters < 1:
+            raise s.error("output", "must be >= 1")
+        if not (ctx.w and ctx.h and ctx.c):
+            raise s.error(None, "the layer before a conv_lstm layer must output an image")
+        self.steps = max(1, ctx.net.time_steps) if ctx.train else 1
+        time_steps = self.steps
+        self.state_constrain = s.int("state_constrain", time_steps * 32)
+        self.shortcut = s.int("shortcut", 0)
+        self.lstm_activation = activation_from(s, "lstm_activation", default="tanh")
+        self.time_normalizer = s.float("time_normalizer", 1.0)
+        self.train_mode = ctx.train
+        self.bn = batch_normalize
+        self.sequence = max(1, ctx.net.subdivisions // ctx.net.sequential_subdivisions) \
+            if ctx.net.sequential_subdivisions else 1
+        self.subdivisions = ctx.net.subdivisions
+
+        common = {"size": self.size, "stride": self.stride, "dilation": self.dilation, "padding": self.pad,
+                  "groups": self.groups, "activation": activation, "batch_normalize": batch_normalize,
+                  "xnor": self.xnor}
+
+        def conv(c):
+            sec = _conv_section(s, {"filters": output_filters, **common}, {"filters": "output"})
+            sub = BuildContext(index=ctx.index, w=ctx.w, h=ctx.h, c=c, inputs=ctx.w * ctx.h * c, net=ctx.net,
+                               section=sec, layers=ctx.layers, batch=ctx.batch, train=ctx.train)
+            return Convolutional(sub)
+
+        n = output_filters
+        self.uf, self.ui, self.ug, self.uo = conv(ctx.c), conv(ctx.c), conv(ctx.c), conv(ctx.c)
+        if self.bottleneck:
+            if ctx.c != n:
+                raise s.error("bottleneck", f"bottleneck=1 feeds the input ({ctx.c} channels) through the "
+                                            f"U convolutions built for it after wf ({n} channels): they must be equal")
+            self.wf = conv(2 * n)
+            self.wi = self.wg = self.wo = None
+        else:
+            self.wf, self.wi, self.wg, self.wo = conv(n), conv(n), conv(n), conv(n)
+        if self.peephole:
+            self.vf, self.vi, self.vo = conv(n), conv(n), conv(n)
+        else:
+            self.vf = self.vi = self.vo = None
+        uo = self.uo
+        if uo.out_w != ctx.w or uo.out_h != ctx.h or self.wf.outputs != uo.outputs:
+            raise s.error("stride", f"the states must keep the input size {ctx.w}x{ctx.h} "
+                                    f"(size={self.size}, stride={self.stride}, padding={self.pad} change it)")
+        self.set_output(uo.out_w, uo.out_h, n)
+        self.inputs = ctx.w * ctx.h * ctx.c
+        convs = self._convs()
+        self.bflops = sum(l.bflops for l in convs)
+        per = 12 if self.peephole else 9
+        # upstream counts the elementwise work with l.batch (the mini-batch / time_steps)
+        self.bflops += per * self.outputs * max(1, ctx.batch // self.steps) / 1e9
+        self._h: torch.Tensor | None = None
+        self._c: torch.Tensor | None = None
+        self._dc: torch.Tensor | None = None  # the cell delta upstream leaves in dc_gpu
+        self._train_calls = 0
+
+    def _convs(self):
+        """The inner layers in .weights order."""
+        out = [self.vf, self.vi, self.vo] if self.peephole else []
+        out.append(self.wf)
+        if not self.bottleneck:
+            out += [self.wi, self.wg, self.wo]
+        return out + [self.uf, self.ui, self.ug, self.uo]
+
+    def initialize(self, gen: torch.Generator) -> None:
+        for l in self._convs():
+            l.initialize(gen)
+
+    def weight_arrays(self):
+        return [t for l in self._convs() for t in l.weight_arrays()]
+
+    def load_arrays(self):
+        return [t for l in self._convs() for t in l.load_arrays()]
+
+    def after_load(self) -> None:
+        for l in self._convs():
+            l.after_load()
+
+    def fuse(self, pack: bool = True) -> None:
+        for l in self._convs():
+            l.fuse(pack)
+
+    def unfuse(self) -> None:
+        for l in self._convs():
+            l.unfuse()
+
+    def reset_state(self) -> None:
+        self._h = self._c = self._dc = None
+
+    def _state(self, t, shape, x):
+        if t is None or t.shape != shape or t.device != x.device or t.dtype != x.dtype:
+            return x.new_zeros(shape)
+        return t
+
+    def forward(self, x, outputs=None):
+        x = self.as_image(x)
+        total = x.shape[0]
+        if total % self.steps:
+            raise ValueError(f"conv_lstm layer {self.index}: batch {total} is not a multiple of time_steps={self.steps}")
+        b = total // self.steps
+        shape = (b, self.out_c, self.out_h, self.out_w)
+        h = self._state(self._h, shape, x)
+        c = self._state(self._c, shape, x)
+        training = self.train_mode and self.training and torch.is_grad_enabled()
+        stale = None
+        if training:
+            # upstream's current_subdivision % sequence: one training call is one mini-batch
+            stale = _Holder() if (self._train_calls % self.subdivisions) % self.sequence == 0 else None
+            self._train_calls += 1
+            c = c.detach().requires_grad_(True)
+            c.register_hook(self._keep_dc)  # the first step's cell delta, kept as upstream keeps dc_gpu
+        act = self.lstm_activation
+        ys = []
+        for i in range(self.steps):
+            xi = x[i * b:(i + 1) * b]
+            h_prev, c_prev = h, c
+            vf = vi = vo = wf = wi = wg = wo = hb = None
+            if self.peephole:
+                cp = c_prev.detach() if training else c_prev
+                vf, vi = self.vf(cp), self.vi(cp)
+            if self.bottleneck:
+                hp = h_prev
+                if training:
+                    # the h part of the bottleneck delta reaches the previous step's output delta,
+                    # scaled by time_normalizer; at the first step upstream has no dh to add it to
+                    hp = _ScaleGrad.apply(h_prev, self.time_normalizer) if i > 0 else h_prev.detach()
+                hi = torch.cat([hp.reshape(-1), xi.reshape(-1)[:hp.numel()]]).reshape(b, 2 * self.out_c, self.h, self.w)
+                hb = _gate_act(self.wf(hi), act)
+                if training:
+                    hb = _ClampGrad.apply(hb)
+                src = hb
+            else:
+                if training:
+                    hw = h_prev.detach()
+                    if i == 0 and stale is not None:
+                        wf, wi, wg, wo = (_conv_with_weight_input(l, hw, stale, "h") for l in (self.wf, self.wi, self.wg, self.wo))
+                    else:
+                        wf, wi, wg, wo = self.wf(hw), self.wi(hw), self.wg(hw), self.wo(hw)
+                else:
+                    wf, wi, wg, wo = self.wf(h_prev), self.wi(h_prev), self.wg(h_prev), self.wo(h_prev)
+                src = xi
+            uf, ui, ug, uo = self.uf(src), self.ui(src), self.ug(src), self.uo(src)
+            f = torch.sigmoid(_add(wf, uf, vf))
+            ig = torch.sigmoid(_add(wi, ui, vi))
+            g = _gate_act(_add(wg, ug), act)
+            if training and i == 0 and stale is not None:
+                fc = _ForgetMul.apply(f, c_prev, stale)
+            else:
+                fc = f * c_prev
+            c_new = fc + ig * g
+            if training and i == self.steps - 1 and self._dc is not None and self._dc.shape == c_new.shape:
+                c_new = _AddGrad.apply(c_new, self._dc.to(c_new))  # upstream's uncleared dc_gpu
+            if self.peephole:
+                vo = self.vo(c_new.detach() if training else c_new)
+            o = torch.sigmoid(_add(wo, uo, vo))
+            h_new = o * _mult_act(c_new, act)
+            c_new, h_new = _FixNonFinite.apply(c_new), _FixNonFinite.apply(h_new)
+            if self.state_constrain:
+                c_new = _StraightClamp.apply(c_new, float(self.state_constrain))
+            y = h_new
+            if self.shortcut and self.bottleneck:
+                half = y.numel() // 2
+                flat = y.reshape(-1)
+                y = torch.cat([flat[:half] + hb.reshape(-1)[:half], flat[half:]]).reshape(y.shape)
+            if stale is not None and i == 0:
+                # what upstream's backward finds in prev_state / prev_cell at the first step:
+                # step 0's own h and c when there are later steps, zeros otherwise
+                stale.h = h_new.detach() if self.steps > 1 else torch.zeros_like(h_new)
+                stale.c = c_new.detach() if self.steps > 1 else torch.zeros_like(c_new)
+            ys.append(y)
+            h, c = h_new, c_new
+        self._h, self._c = h.detach(), c.detach()
+        return ys[0] if len(ys) == 1 else torch.cat(ys, 0)
+
+    def _keep_dc(self, g):
+        self._dc = torch.where(torch.isfinite(g), g, torch.zeros_like(g)).detach()
+
+
+def _add(*terms):
+    out = None
+    for t in terms:
+        if t is not None:
+            out = t if out is None else out + t
+    return out
+
+
+class _Holder:
+    """Tensors a backward needs that the forward makes only later (step 0's own h and c)."""
+    h: torch.Tensor | None = None
+    c: torch.Tensor | None = None
+
+
+class _FixNonFinite(torch.autograd.Function):
+    """fix_nan_and_inf on the value; the delta passes through."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return _fix_nan_and_inf(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+class _ForgetMul(torch.autograd.Function):
+    """f * c_prev whose f-delta reads holder.c (upstream's stale prev_cell) in place of c_prev."""
+
+    @staticmethod
+    def forward(ctx, f, c_prev, holder):
+        ctx.save_for_backward(f)
+        ctx.holder = holder
+        return f * c_prev
+
+    @staticmethod
+    def backward(ctx, g):
+        (f,) = ctx.saved_tensors
+        return g * ctx.holder.c, g * f, None
+
+
+class _StaleInputConv(torch.autograd.Function):
+    """conv2d of x, whose weight gradient is taken with holder.<which> as the input
+    (upstream's backward of the W convolutions at the first step reads prev_state_gpu)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, holder, which, stride, padding, dilation, groups):
+        ctx.save_for_backward(weight)
+        ctx.holder, ctx.which, ctx.args = holder, which, (stride, padding, dilation, groups)
+        ctx.x_shape = x.shape
+        return F.conv2d(x, weight, None, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx, g):
+        (weight,) = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.args
+        src = getattr(ctx.holder, ctx.which)
+        dw = torch.nn.grad.conv2d_weight(src.to(g), weight.shape, g, stride, padding, dilation, groups)
+        return None, dw, None, None, None, None, None, None
+
+
+def _conv_with_weight_input(l: Convolutional, x: torch.Tensor, holder: _Holder, which: str) -> torch.Tensor:
+    """The training forward of an inner [convolutional] layer (Convolutional.forward's
+    unfused branch) with _StaleInputConv as its convolution."""
+    if l.xnor or l.binary or l.blur is not None or l.share_layer is not None:
+        raise ValueError(f"conv_lstm layer {l.index}: xnor/binary inner layers cannot be trained as upstream's "
+                         "CUDA backward does here")
+    y = _StaleInputConv.apply(x, l.conv_weight(), holder, which, (l.stride_y, l.stride_x), l.pad * l.dilation,
+                              l.dilation, l.groups)
+    y = l.batchnorm(y) if l.bn else y + l.conv_bias().view(1, -1, 1, 1)
+    y = y[:, :, :l.out_h, :l.out_w]
+    return train_activate(y, l.activation, getattr(l, "bn_flavor", "cudnn"))
