@@ -37,6 +37,9 @@ Training follows backward_conv_lstm_layer_gpu, which is not the exact gradient:
 - the peephole convolutions' input gradients are not propagated to c;
 - the cell delta left at the first step (dc * f) is not cleared: it is added to the cell
   delta of the last step of the next training call;
+- the backward leaves step 0's h and c in the state buffers (it copies each step's into
+  them, from the last step back to the first), so the next training call starts from the
+  first step's state, not the last one's;
 - with sequential_subdivisions unset (the usual case: sequence = subdivisions /
   sequential_subdivisions = 1), or at the first mini-batch of a sequence, the first step's
   W convolutions learn from h(0) instead of h(-1), and its forget gate from c(0) instead of
@@ -333,7 +336,13 @@ class ConvLSTM(Layer):
                 stale.h = h_new.detach() if self.steps > 1 else torch.zeros_like(h_new)
                 stale.c = c_new.detach() if self.steps > 1 else torch.zeros_like(c_new)
             ys.append(y)
+            if i == 0:
+                first = (h_new, c_new)
             h, c = h_new, c_new
+        if training:
+            # upstream's backward walks the steps back to the first, copying each step's h and c
+            # into the state buffers: the next call starts from step 0's, not the last step's
+            h, c = first
         self._h, self._c = h.detach(), c.detach()
         return ys[0] if len(ys) == 1 else torch.cat(ys, 0)
 

@@ -1,0 +1,68 @@
+"""Training a [conv_lstm] detector against upstream's (tests/data/train_recurrent; its README
+says how the reference was made): conv, maxpool, conv, maxpool, conv_lstm (output 8, 3x3),
+conv 1x1, yolo; time_steps=3 (each forward holds 3 steps of 2 images), 4 iterations.
+
+The reference is upstream's CPU build with the cuDNN build's arithmetic (as tests/data/train_gpu)
+and conv_lstm's CPU backward replaced by a port of backward_conv_lstm_layer_gpu: upstream's own
+CPU build cannot train a conv_lstm layer at all (make_conv_lstm_layer allocates no l.delta on the
+CPU and forward_conv_lstm_layer segfaults clearing it), and its CPU backward differs from the
+CUDA one anyway (see darknet_py/layers/conv_lstm.py).
+
+Judged as the other training cases (tests/train/test_train_cases.py): every parameter array's
+change within tolerance.update_rel_diff of the reference change's largest magnitude, every
+printed loss within tolerance.loss_rel_diff_per_iteration relative; tolerance from
+sensitivity.json (twice upstream's own movement under a 1e-6 perturbation of init.weights, at
+least 1% / 1e-3). Measured: worst 2.5e-4 of the update, losses within 1e-6 relative.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_train_cases import arrays, parse
+
+ROOT = Path(__file__).resolve().parents[2]
+CASE = ROOT / "tests" / "data" / "train_recurrent" / "r1-conv-lstm"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("r1") / CASE.name
+    shutil.copytree(CASE, d)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, str(ROOT / "darknet.py"), "detector", "train", "obj.data",
+                        f"{CASE.name}.cfg", "init.weights", "-dont_show"], cwd=d, capture_output=True, text=True,
+                       env=env, timeout=600)
+    return d, r, json.loads((CASE / "sensitivity.json").read_text())["tolerance"]
+
+
+def test_final_weights_match_upstream(run):
+    d, r, tol = run
+    assert r.returncode == 0, r.stderr[-3000:]
+    cfg = d / f"{CASE.name}.cfg"
+    init = arrays(cfg, d / "init.weights")
+    ours = arrays(cfg, d / "backup" / f"{CASE.name}_final.weights")
+    ref = arrays(cfg, d / "final.weights")
+    assert len(init) == len(ours) == len(ref) == 10 + 8 * 2 + 2  # 2 bn convs, 8 inner convs, last conv
+    for (li, j, a0), (_, _, a1), (_, _, a2) in zip(init, ours, ref):
+        change = a2 - a0
+        scale = np.abs(change).max()
+        err = np.abs((a1 - a0) - change).max()
+        assert err <= tol["update_rel_diff"] * scale + 1e-7, f"layer {li} array {j}: {err:g} of {scale:g}"
+
+
+def test_printed_losses_match_upstream(run):
+    d, r, tol = run
+    ours, _ = parse(r.stdout + "\n" + r.stderr)
+    ref, _ = parse((d / "train.log").read_text())
+    loss_tol = tol["loss_rel_diff_per_iteration"]
+    assert len(ours) == len(ref) == len(loss_tol) == 4
+    for i, (a, b) in enumerate(zip(ours, ref)):
+        assert a[0] == b[0]
+        assert a[1] == pytest.approx(b[1], rel=loss_tol[i]), f"iteration {i + 1} loss"
+        assert abs(a[3] - b[3]) <= 2e-6
