@@ -34,7 +34,11 @@ Training follows backward_conv_lstm_layer_gpu, which is not the exact gradient:
 - the gradient reaching h(t-1) through the W convolutions (and through the bottleneck's
   W, the latter scaled by time_normalizer) is dropped without bottleneck; h(t-1) gets only
   the delta the next layer gives the output at t-1;
-- the peephole convolutions' input gradients are not propagated to c;
+- the peephole convolutions' input deltas are not propagated to c: vo's is dropped, vi's
+  and vf's are added (flat) to the delta of the layer's input at that step, where upstream's
+  s.delta still points (so output must not exceed the input channels);
+- batch norm inside the inner convolutions: upstream's backward uses the batch statistics of
+  the last step for every step; here each step's own (not reproduced);
 - the cell delta left at the first step (dc * f) is not cleared: it is added to the cell
   delta of the last step of the next training call;
 - the backward leaves step 0's h and c in the state buffers (it copies each step's into
@@ -284,8 +288,20 @@ class ConvLSTM(Layer):
             h_prev, c_prev = h, c
             vf = vi = vo = wf = wi = wg = wo = hb = None
             if self.peephole:
-                cp = c_prev.detach() if training else c_prev
-                vf, vi = self.vf(cp), self.vi(cp)
+                cp = c_prev
+                if training:
+                    # upstream's backward runs vi and vf with s.delta still pointing at the
+                    # layer input's delta: their input deltas land there, flat, not on c
+                    n, xf = c_prev.numel(), xi.reshape(-1)
+                    if n > xf.numel():
+                        raise ValueError(f"conv_lstm layer {self.index}: with peephole=1 upstream's CUDA backward "
+                                         f"writes {n} floats of peephole delta into an input delta of {xf.numel()} "
+                                         f"per step (output={self.out_c} > input channels {self.c}); not reproducible")
+                    cp = c_prev.detach() + (xf[:n] - xf[:n].detach()).reshape(c_prev.shape)
+                if training and i == 0 and stale is not None:
+                    vf, vi = (_conv_with_weight_input(l, cp, stale, "c") for l in (self.vf, self.vi))
+                else:
+                    vf, vi = self.vf(cp), self.vi(cp)
             if self.bottleneck:
                 hp = h_prev
                 if training:
@@ -393,7 +409,8 @@ class _ForgetMul(torch.autograd.Function):
 
 class _StaleInputConv(torch.autograd.Function):
     """conv2d of x, whose weight gradient is taken with holder.<which> as the input
-    (upstream's backward of the W convolutions at the first step reads prev_state_gpu)."""
+    (upstream's backward of the W and of the vf / vi convolutions at the first step reads
+    prev_state_gpu / prev_cell_gpu); the input delta is the usual one."""
 
     @staticmethod
     def forward(ctx, x, weight, holder, which, stride, padding, dilation, groups):
@@ -408,7 +425,10 @@ class _StaleInputConv(torch.autograd.Function):
         stride, padding, dilation, groups = ctx.args
         src = getattr(ctx.holder, ctx.which)
         dw = torch.nn.grad.conv2d_weight(src.to(g), weight.shape, g, stride, padding, dilation, groups)
-        return None, dw, None, None, None, None, None, None
+        dx = None
+        if ctx.needs_input_grad[0]:
+            dx = torch.nn.grad.conv2d_input(ctx.x_shape, weight, g, stride, padding, dilation, groups)
+        return dx, dw, None, None, None, None, None, None
 
 
 def _conv_with_weight_input(l: Convolutional, x: torch.Tensor, holder: _Holder, which: str) -> torch.Tensor:
