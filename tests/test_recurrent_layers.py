@@ -152,3 +152,15 @@ def test_export_of_local_normalization_history(tmp_path):
     got = sess.run(None, {sess.get_inputs()[0].name: x[None]})
     assert len(names) == 1
     np.testing.assert_allclose(got[0].reshape(-1), want, atol=1e-5)
+
+
+def test_weights_loaded_into_a_fused_network_reach_the_inner_layers():
+    """load_network without weights gives a fused network with channels_last convolution
+    weights; loading the case's weights then must fill them in upstream's (row-major) order
+    and reach the conv_lstm layers' inner convolutions (their fused copies made anew)."""
+    d, _, frames = _case("f1")
+    net = darknet_py.load_network(d / "f1.cfg")
+    net.load_weights(d / "init.weights", verbose=False)
+    last = len(net.layers) - 1
+    ref = np.fromfile(d / "upstream" / f"t0_layer{last:03d}.f32", dtype="<f4")
+    assert np.abs(net.predict_raw(frames[0])[last] - ref).max() <= TOL

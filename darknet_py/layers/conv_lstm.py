@@ -56,7 +56,8 @@ import torch.nn.functional as F
 
 from ..activations import activation_from, train_activate
 from . import register
-from .base import BuildContext, Layer
+from .base import BuildContext
+from .composite import Composite
 from .convolutional import Convolutional
 from .crnn import _conv_section
 
@@ -147,7 +148,7 @@ def _value_from(value: torch.Tensor, grad_path: torch.Tensor) -> torch.Tensor:
 
 
 @register("conv_lstm")
-class ConvLSTM(Layer):
+class ConvLSTM(Composite):
     type_name = "none"  # not in upstream's get_layer_string table
     type_id = 21
     onnx_refusal = "its hidden and cell states carry over from one call to the next, which an ONNX graph cannot hold"
@@ -233,28 +234,6 @@ class ConvLSTM(Layer):
         if not self.bottleneck:
             out += [self.wi, self.wg, self.wo]
         return out + [self.uf, self.ui, self.ug, self.uo]
-
-    def initialize(self, gen: torch.Generator) -> None:
-        for l in self._convs():
-            l.initialize(gen)
-
-    def weight_arrays(self):
-        return [t for l in self._convs() for t in l.weight_arrays()]
-
-    def load_arrays(self):
-        return [t for l in self._convs() for t in l.load_arrays()]
-
-    def after_load(self) -> None:
-        for l in self._convs():
-            l.after_load()
-
-    def fuse(self, pack: bool = True) -> None:
-        for l in self._convs():
-            l.fuse(pack)
-
-    def unfuse(self) -> None:
-        for l in self._convs():
-            l.unfuse()
 
     def reset_state(self) -> None:
         self._h = self._c = self._dc = None

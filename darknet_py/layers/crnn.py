@@ -17,7 +17,8 @@ import torch
 from ..activations import activation_from
 from ..cfg import Option, Section
 from . import register
-from .base import BuildContext, Layer
+from .base import BuildContext
+from .composite import Composite
 from .convolutional import Convolutional
 
 
@@ -32,7 +33,7 @@ def _conv_section(s: Section, values: dict[str, object], lines: dict[str, str]) 
 
 
 @register("crnn")
-class CRNN(Layer):
+class CRNN(Composite):
     type_name = "crnn"
     type_id = 23
     onnx_refusal = "its hidden state carries over from one call to the next, which an ONNX graph cannot hold"
@@ -87,35 +88,9 @@ class CRNN(Layer):
         self.outputs = self.output_layer.outputs
         self.bflops = self.input_layer.bflops + self.self_layer.bflops + self.output_layer.bflops
         self._state: torch.Tensor | None = None
-        self._fused = None
 
     def _convs(self):
         return (self.input_layer, self.self_layer, self.output_layer)
-
-    def initialize(self, gen: torch.Generator) -> None:
-        """make_crnn_layer: its three convolutions are made (and initialized) as any other."""
-        for l in self._convs():
-            l.initialize(gen)
-
-    def weight_arrays(self):
-        return [t for l in self._convs() for t in l.weight_arrays()]
-
-    def load_arrays(self):
-        return [t for l in self._convs() for t in l.load_arrays()]
-
-    def after_load(self) -> None:
-        for l in self._convs():
-            l.after_load()
-
-    def fuse(self, pack: bool = True) -> None:
-        for l in self._convs():
-            l.fuse(pack)
-        self._fused = True
-
-    def unfuse(self) -> None:
-        for l in self._convs():
-            l.unfuse()
-        self._fused = None
 
     def reset_state(self) -> None:
         self._state = None
