@@ -77,3 +77,29 @@ def test_printed_losses_match_upstream(run):
         assert a[0] == b[0]
         assert a[1] == pytest.approx(b[1], rel=loss_tol[i]), f"iteration {i + 1} loss"
         assert abs(a[3] - b[3]) <= 2e-6
+
+
+def test_track_1_loads_sequences_and_prints_upstreams_lines(tmp_path):
+    """r1 with track=1 augment_speed=2: upstream's run (train_track1.log) wrote final.weights
+    identical byte for byte to its track=0 run (one image, augmentation off), so the same
+    reference judges ours; and the lines train_detector prints for tracking must be upstream's."""
+    case = CASES / "r1-conv-lstm"
+    d = tmp_path / case.name
+    shutil.copytree(case, d)
+    cfg = d / f"{case.name}.cfg"
+    cfg.write_text(cfg.read_text().replace("time_steps=3\n", "time_steps=3\ntrack=1\naugment_speed=2\n"))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, str(ROOT / "darknet.py"), "detector", "train", "obj.data", cfg.name,
+                        "init.weights", "-dont_show"], cwd=d, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    tol = json.loads((case / "sensitivity.json").read_text())["tolerance"]
+    for (li, j, a0), (_, _, a1), (_, _, a2) in zip(arrays(cfg, d / "init.weights"),
+                                                   arrays(cfg, d / "backup" / f"{case.name}_final.weights"),
+                                                   arrays(cfg, d / "final.weights")):
+        scale = np.abs(a2 - a0).max()
+        assert np.abs((a1 - a0) - (a2 - a0)).max() <= tol["update_rel_diff"] * scale + 1e-7, (li, j)
+
+    def tracking(text):
+        return [l.strip() for l in text.splitlines() if "Tracking!" in l or "sequential_subdivisions =" in l]
+    ref = tracking((d / "train_track1.log").read_text())
+    assert len(ref) == 5 and tracking(r.stdout + r.stderr) == ref
