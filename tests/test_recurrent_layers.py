@@ -8,8 +8,11 @@ from one to the next. Checked here: the layer table, the .weights layout (upstre
 save_weights wrote back exactly init.weights, so ours must too), and every layer's output
 after every frame.
 
-Tolerance 1e-5 absolute: these nets are a few layers deep with values below 2.2; the
-largest difference measured (Intel Xeon, torch 2.13) is 4.8e-7, i.e. float32 summation order.
+Tolerance 1e-5 times max(1, the largest |value| of the layer's output): these nets are a few
+layers deep with values below 4; the largest difference measured (Intel Xeon, torch 2.13) is
+4.8e-7 (f1, f2) and 3.7e-6 on values up to 3.7 (f3, after four frames of state), i.e. float32
+rounding. f3 holds what only upstream's CUDA path has (bottleneck=1, lstm_activation other
+than tanh); its reference is upstream's CUDA forward transcribed to the CPU (README).
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import darknet_py
 from darknet_py.cli import main
 
 DATA = Path(__file__).parent / "data" / "recurrent"
-CASES = ("f1", "f2")
+CASES = ("f1", "f2", "f3")
 TOL = 1e-5
 FIELDS = ("type_id", "w", "h", "c", "out_w", "out_h", "out_c", "outputs", "n", "size", "stride", "groups",
           "bn", "activation", "nweights", "inputs")
@@ -69,7 +72,7 @@ def test_every_layer_every_frame_matches_upstream(name):
             got = outs[i].reshape(-1).float().numpy()
             assert got.shape == ref.shape, (t, i)
             err = float(np.abs(got - ref).max())
-            assert err <= TOL, f"frame {t} layer {i} ({type(layer).__name__}): {err}"
+            assert err <= TOL * max(1.0, float(np.abs(ref).max())), f"frame {t} layer {i} ({type(layer).__name__}): {err}"
 
 
 def test_state_carries_and_resets():

@@ -18,7 +18,8 @@ other, logistic included, is the identity). Then NaN/inf in c and h become 1/(|i
 (fix_nan_and_inf), c is clamped to +-state_constrain (default time_steps*32), and the
 output is h.
 
-bottleneck=1 (CUDA only; the CPU build would crash): hb = act(wf(h ++ x)) where h ++ x is
+bottleneck=1 (CUDA only; the CPU build would crash): hb = A(wf(h ++ x)) (A: lstm_activation
+applied by activate_array, so any activation) where h ++ x is
 the flat concatenation of the batch's h and of as many input floats (so the input must have
 `output` channels), and the gates read U(hb) with no W term; with shortcut=1 the first half
 (flat) of the output gets wf's output added.
@@ -54,7 +55,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..activations import activation_from, train_activate
+from ..activations import activate, activation_from, train_activate
 from . import register
 from .base import BuildContext
 from .composite import Composite
@@ -225,6 +226,8 @@ class ConvLSTM(Composite):
         self._h: torch.Tensor | None = None
         self._c: torch.Tensor | None = None
         self._dc: torch.Tensor | None = None  # the cell delta upstream leaves in dc_gpu
+        self._last = None  # training: the last step's output and cell (last_prev_state / _cell)
+        self._pbuf = None  # training: what prev_state / prev_cell hold after a backward
         self._train_calls = 0
 
     def _convs(self):
@@ -236,7 +239,7 @@ class ConvLSTM(Composite):
         return out + [self.uf, self.ui, self.ug, self.uo]
 
     def reset_state(self) -> None:
-        self._h = self._c = self._dc = None
+        self._h = self._c = self._dc = self._last = self._pbuf = None
 
     def _state(self, t, shape, x):
         if t is None or t.shape != shape or t.device != x.device or t.dtype != x.dtype:
@@ -253,15 +256,22 @@ class ConvLSTM(Composite):
         h = self._state(self._h, shape, x)
         c = self._state(self._c, shape, x)
         training = self.train_mode and self.training and torch.is_grad_enabled()
-        stale = None
+        sub = None  # what upstream's backward reads as step 0's previous output and cell
         if training:
             # upstream's current_subdivision % sequence: one training call is one mini-batch
-            stale = _Holder() if (self._train_calls % self.subdivisions) % self.sequence == 0 else None
+            first_of_sequence = (self._train_calls % self.subdivisions) % self.sequence == 0
             self._train_calls += 1
+            sub = _Holder()
+            if not first_of_sequence:  # last_prev_state / last_prev_cell: the previous call's last step
+                sub.h, sub.c = self._last if self._last is not None else (torch.zeros_like(h), torch.zeros_like(c))
+            elif self.steps == 1:  # the buffers keep what they held
+                sub.h, sub.c = self._pbuf if self._pbuf is not None else (torch.zeros_like(h), torch.zeros_like(c))
+            # else: step 0's own output and cell, known after step 0 (upstream reuses step 1's buffers)
             c = c.detach().requires_grad_(True)
             c.register_hook(self._keep_dc)  # the first step's cell delta, kept as upstream keeps dc_gpu
         act = self.lstm_activation
         ys = []
+        y_prev = None
         for i in range(self.steps):
             xi = x[i * b:(i + 1) * b]
             h_prev, c_prev = h, c
@@ -277,26 +287,37 @@ class ConvLSTM(Composite):
                                          f"writes {n} floats of peephole delta into an input delta of {xf.numel()} "
                                          f"per step (output={self.out_c} > input channels {self.c}); not reproducible")
                     cp = c_prev.detach() + (xf[:n] - xf[:n].detach()).reshape(c_prev.shape)
-                if training and i == 0 and stale is not None:
-                    vf, vi = (_conv_with_weight_input(l, cp, stale, "c") for l in (self.vf, self.vi))
+                if training and i == 0:
+                    vf, vi = (_conv_with_weight_input(l, cp, sub, "c") for l in (self.vf, self.vi))
                 else:
                     vf, vi = self.vf(cp), self.vi(cp)
             if self.bottleneck:
+                n = h_prev.numel()
                 hp = h_prev
                 if training:
-                    # the h part of the bottleneck delta reaches the previous step's output delta,
-                    # scaled by time_normalizer; at the first step upstream has no dh to add it to
-                    hp = _ScaleGrad.apply(h_prev, self.time_normalizer) if i > 0 else h_prev.detach()
-                hi = torch.cat([hp.reshape(-1), xi.reshape(-1)[:hp.numel()]]).reshape(b, 2 * self.out_c, self.h, self.w)
-                hb = _gate_act(self.wf(hi), act)
+                    # the h part of wf's input delta joins the delta of the previous step's
+                    # output (shortcut included), times time_normalizer; the first step has none
+                    hp = h_prev.detach()
+                    if i > 0:
+                        hp = hp + _ScaleGrad.apply(y_prev - y_prev.detach(), self.time_normalizer)
+                hi = torch.cat([hp.reshape(-1), xi.reshape(-1)[:n]]).reshape(b, 2 * self.out_c, self.h, self.w)
                 if training:
-                    hb = _ClampGrad.apply(hb)
+                    # wf learns from the previous output (shortcut included) as the backward rebuilds it
+                    hold = _Holder()
+                    if i > 0:
+                        hold.hi = _flat_cat(y_prev, xi, n, hi.shape)
+                    elif sub.h is not None:
+                        hold.hi = _flat_cat(sub.h, xi, n, hi.shape)
+                    hb = _ClampGrad.apply(_conv_with_weight_input(self.wf, hi, hold, "hi"))
+                else:
+                    hb = self.wf(hi)
+                hb = activate(hb, act)  # activate_array_ongpu: the activation itself, any of them
                 src = hb
             else:
                 if training:
                     hw = h_prev.detach()
-                    if i == 0 and stale is not None:
-                        wf, wi, wg, wo = (_conv_with_weight_input(l, hw, stale, "h") for l in (self.wf, self.wi, self.wg, self.wo))
+                    if i == 0:
+                        wf, wi, wg, wo = (_conv_with_weight_input(l, hw, sub, "h") for l in (self.wf, self.wi, self.wg, self.wo))
                     else:
                         wf, wi, wg, wo = self.wf(hw), self.wi(hw), self.wg(hw), self.wo(hw)
                 else:
@@ -306,10 +327,7 @@ class ConvLSTM(Composite):
             f = torch.sigmoid(_add(wf, uf, vf))
             ig = torch.sigmoid(_add(wi, ui, vi))
             g = _gate_act(_add(wg, ug), act)
-            if training and i == 0 and stale is not None:
-                fc = _ForgetMul.apply(f, c_prev, stale)
-            else:
-                fc = f * c_prev
+            fc = _ForgetMul.apply(f, c_prev, sub) if training and i == 0 else f * c_prev
             c_new = fc + ig * g
             if training and i == self.steps - 1 and self._dc is not None and self._dc.shape == c_new.shape:
                 c_new = _AddGrad.apply(c_new, self._dc.to(c_new))  # upstream's uncleared dc_gpu
@@ -325,19 +343,21 @@ class ConvLSTM(Composite):
                 half = y.numel() // 2
                 flat = y.reshape(-1)
                 y = torch.cat([flat[:half] + hb.reshape(-1)[:half], flat[half:]]).reshape(y.shape)
-            if stale is not None and i == 0:
-                # what upstream's backward finds in prev_state / prev_cell at the first step:
-                # step 0's own h and c when there are later steps, zeros otherwise
-                stale.h = h_new.detach() if self.steps > 1 else torch.zeros_like(h_new)
-                stale.c = c_new.detach() if self.steps > 1 else torch.zeros_like(c_new)
+            if training and i == 0 and sub.h is None:
+                sub.h, sub.c = y.detach(), c_new.detach()
+                if self.bottleneck:
+                    hold.hi = _flat_cat(sub.h, xi, h_prev.numel(), hi.shape)
             ys.append(y)
             if i == 0:
                 first = (h_new, c_new)
-            h, c = h_new, c_new
+            h, c, y_prev = h_new, c_new, y
         if training:
+            self._pbuf = (sub.h, sub.c)
+            self._last = (y.detach(), c.detach())
             # upstream's backward walks the steps back to the first, copying each step's h and c
             # into the state buffers: the next call starts from step 0's, not the last step's
-            h, c = first
+            # (its output, shortcut included)
+            h, c = first[0] if not (self.shortcut and self.bottleneck) else ys[0], first[1]
         self._h, self._c = h.detach(), c.detach()
         return ys[0] if len(ys) == 1 else torch.cat(ys, 0)
 
@@ -354,9 +374,15 @@ def _add(*terms):
 
 
 class _Holder:
-    """Tensors a backward needs that the forward makes only later (step 0's own h and c)."""
+    """Tensors a backward needs that the forward may make only later (step 0's own h and c)."""
     h: torch.Tensor | None = None
     c: torch.Tensor | None = None
+    hi: torch.Tensor | None = None
+
+
+def _flat_cat(h: torch.Tensor, x: torch.Tensor, n: int, shape) -> torch.Tensor:
+    """bottelneck_hi as upstream fills it: n floats of h, then n floats of the input, flat."""
+    return torch.cat([h.detach().reshape(-1), x.detach().reshape(-1)[:n]]).reshape(shape)
 
 
 class _FixNonFinite(torch.autograd.Function):

@@ -5,7 +5,10 @@
 - r2: conv, maxpool, conv, maxpool, maxpool, [lrn], [local], [history], conv_lstm with
   peephole=1, conv 1x1, yolo; time_steps=2. [local] never changes (upstream never updates it);
   its delta, lrn's approximate one, history's and the peephole's misrouted ones reach the
-  convolutions below.
+  convolutions below;
+- r3: subdivisions=2 with sequential_subdivisions=1 (sequence 2: the second mini-batch
+  continues the first's sequence), a conv_lstm with bottleneck=1 shortcut=1
+  time_normalizer=0.5, then one with lstm_activation=leaky; time_steps=2.
 
 The reference is upstream's CPU build with the cuDNN build's arithmetic (as tests/data/train_gpu)
 and conv_lstm's CPU backward replaced by a port of backward_conv_lstm_layer_gpu: upstream's own
@@ -18,7 +21,7 @@ change within tolerance.update_rel_diff of the reference change's largest magnit
 printed loss within tolerance.loss_rel_diff_per_iteration relative; tolerance from
 sensitivity.json (twice upstream's own movement under a 1e-6 perturbation of init.weights, at
 least 1% / 1e-3). Measured: r1 worst 2.5e-4 of the update, losses within 1e-6 relative; r2
-1e-5 and 2e-7 (upstream's own: 9e-6 / 2.7e-6 and 6e-5 / 4e-7).
+1e-5 and 2e-7; r3 1.1e-5 and 2e-7 (upstream's own: 9e-6 / 2.7e-6, 6e-5 / 4e-7, 4.2e-4 / 5e-6).
 """
 import json
 import os
@@ -35,8 +38,9 @@ from test_train_cases import arrays, parse
 ROOT = Path(__file__).resolve().parents[2]
 CASES = ROOT / "tests" / "data" / "train_recurrent"
 # parameter arrays: bn convs 5 each, plain convs 2 each (r1: 2 bn, 8 inner, 1; r2: 2 bn, local 2,
-# 11 inner with the peephole, 1)
-ARRAYS = {"r1-conv-lstm": 10 + 8 * 2 + 2, "r2-local-lrn-history-peephole": 10 + 2 + 11 * 2 + 2}
+# 11 inner with the peephole, 1; r3: 2 bn, 5 inner (bottleneck: wf, uf ui ug uo), 8 inner, 1)
+ARRAYS = {"r1-conv-lstm": 10 + 8 * 2 + 2, "r2-local-lrn-history-peephole": 10 + 2 + 11 * 2 + 2,
+          "r3-sequence-bottleneck": 10 + 5 * 2 + 8 * 2 + 2}
 
 
 @pytest.fixture(scope="module", params=sorted(ARRAYS), ids=lambda n: n.split("-")[0])
