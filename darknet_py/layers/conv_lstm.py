@@ -38,8 +38,11 @@ Training follows backward_conv_lstm_layer_gpu, which is not the exact gradient:
 - the peephole convolutions' input deltas are not propagated to c: vo's is dropped, vi's
   and vf's are added (flat) to the delta of the layer's input at that step, where upstream's
   s.delta still points (so output must not exceed the input channels);
-- batch norm inside the inner convolutions: upstream's backward uses the batch statistics of
-  the last step for every step; here each step's own (not reproduced);
+- batch norm inside the inner convolutions (batch_normalize=1, cuDNN arithmetic): the backward
+  of every step normalizes that step's input with the mean and variance of the last step
+  (cudnnBatchNormalizationBackward reads the layer's saved statistics, which the last step's
+  forward wrote); the CPU arithmetic (-train_flavor cpu) and batch_normalize=2 keep each
+  step's own;
 - the cell delta left at the first step (dc * f) is not cleared: it is added to the cell
   delta of the last step of the next training call;
 - the backward leaves step 0's h and c in the state buffers (it copies each step's into
@@ -229,6 +232,8 @@ class ConvLSTM(Composite):
         self._last = None  # training: the last step's output and cell (last_prev_state / _cell)
         self._pbuf = None  # training: what prev_state / prev_cell hold after a backward
         self._train_calls = 0
+        self._training_now = False
+        self._bn_saved: dict = {}  # inner layer -> (mean, istd) of its latest training forward
 
     def _convs(self):
         """The inner layers in .weights order."""
@@ -256,6 +261,7 @@ class ConvLSTM(Composite):
         h = self._state(self._h, shape, x)
         c = self._state(self._c, shape, x)
         training = self.train_mode and self.training and torch.is_grad_enabled()
+        self._training_now = training
         sub = None  # what upstream's backward reads as step 0's previous output and cell
         if training:
             # upstream's current_subdivision % sequence: one training call is one mini-batch
@@ -288,9 +294,9 @@ class ConvLSTM(Composite):
                                          f"per step (output={self.out_c} > input channels {self.c}); not reproducible")
                     cp = c_prev.detach() + (xf[:n] - xf[:n].detach()).reshape(c_prev.shape)
                 if training and i == 0:
-                    vf, vi = (_conv_with_weight_input(l, cp, sub, "c") for l in (self.vf, self.vi))
+                    vf, vi = (self._inner(l, cp, sub, "c") for l in (self.vf, self.vi))
                 else:
-                    vf, vi = self.vf(cp), self.vi(cp)
+                    vf, vi = (self._inner(l, cp) for l in (self.vf, self.vi))
             if self.bottleneck:
                 n = h_prev.numel()
                 hp = h_prev
@@ -308,7 +314,7 @@ class ConvLSTM(Composite):
                         hold.hi = _flat_cat(y_prev, xi, n, hi.shape)
                     elif sub.h is not None:
                         hold.hi = _flat_cat(sub.h, xi, n, hi.shape)
-                    hb = _ClampGrad.apply(_conv_with_weight_input(self.wf, hi, hold, "hi"))
+                    hb = _ClampGrad.apply(self._inner(self.wf, hi, hold, "hi"))
                 else:
                     hb = self.wf(hi)
                 hb = activate(hb, act)  # activate_array_ongpu: the activation itself, any of them
@@ -317,13 +323,13 @@ class ConvLSTM(Composite):
                 if training:
                     hw = h_prev.detach()
                     if i == 0:
-                        wf, wi, wg, wo = (_conv_with_weight_input(l, hw, sub, "h") for l in (self.wf, self.wi, self.wg, self.wo))
+                        wf, wi, wg, wo = (self._inner(l, hw, sub, "h") for l in (self.wf, self.wi, self.wg, self.wo))
                     else:
-                        wf, wi, wg, wo = self.wf(hw), self.wi(hw), self.wg(hw), self.wo(hw)
+                        wf, wi, wg, wo = (self._inner(l, hw) for l in (self.wf, self.wi, self.wg, self.wo))
                 else:
                     wf, wi, wg, wo = self.wf(h_prev), self.wi(h_prev), self.wg(h_prev), self.wo(h_prev)
                 src = xi
-            uf, ui, ug, uo = self.uf(src), self.ui(src), self.ug(src), self.uo(src)
+            uf, ui, ug, uo = (self._inner(l, src) for l in (self.uf, self.ui, self.ug, self.uo))
             f = torch.sigmoid(_add(wf, uf, vf))
             ig = torch.sigmoid(_add(wi, ui, vi))
             g = _gate_act(_add(wg, ug), act)
@@ -332,7 +338,7 @@ class ConvLSTM(Composite):
             if training and i == self.steps - 1 and self._dc is not None and self._dc.shape == c_new.shape:
                 c_new = _AddGrad.apply(c_new, self._dc.to(c_new))  # upstream's uncleared dc_gpu
             if self.peephole:
-                vo = self.vo(c_new.detach() if training else c_new)
+                vo = self._inner(self.vo, c_new.detach()) if training else self.vo(c_new)
             o = torch.sigmoid(_add(wo, uo, vo))
             h_new = o * _mult_act(c_new, act)
             c_new, h_new = _FixNonFinite.apply(c_new), _FixNonFinite.apply(h_new)
@@ -360,6 +366,33 @@ class ConvLSTM(Composite):
             h, c = first[0] if not (self.shortcut and self.bottleneck) else ys[0], first[1]
         self._h, self._c = h.detach(), c.detach()
         return ys[0] if len(ys) == 1 else torch.cat(ys, 0)
+
+    def _inner(self, l: Convolutional, x: torch.Tensor, holder: "_Holder | None" = None,
+               which: str | None = None) -> torch.Tensor:
+        """An inner convolution. Training: its weight gradient from holder.<which> where given,
+        and (batch_normalize=1, cuDNN arithmetic) its batch-norm backward with the statistics
+        of the layer's latest forward, as cudnnBatchNormalizationBackward reads l.mean_gpu /
+        l.variance_gpu, which hold the last step's when the backward runs."""
+        saved_stats = l.bn == 1 and getattr(l, "bn_flavor", "cudnn") == "cudnn"
+        if not self._training_now or (holder is None and not saved_stats):
+            return l(x)
+        if l.xnor or l.binary or l.blur is not None or l.share_layer is not None:
+            raise ValueError(f"conv_lstm layer {l.index}: xnor/binary inner layers cannot be trained as upstream's "
+                             "CUDA backward does here")
+        args = ((l.stride_y, l.stride_x), l.pad * l.dilation, l.dilation, l.groups)
+        if holder is not None:
+            y = _StaleInputConv.apply(x, l.conv_weight(), holder, which, *args)
+        else:
+            y = F.conv2d(x, l.conv_weight(), None, *args)
+        if saved_stats:
+            y = _SavedStatsBN.apply(y, l.scales, l.conv_bias(), l.rolling_mean, l.rolling_variance,
+                                    self._bn_saved, id(l))
+        elif l.bn:
+            y = l.batchnorm(y)
+        else:
+            y = y + l.conv_bias().view(1, -1, 1, 1)
+        y = y[:, :, :l.out_h, :l.out_w]
+        return train_activate(y, l.activation, getattr(l, "bn_flavor", "cudnn"))
 
     def _keep_dc(self, g):
         self._dc = torch.where(torch.isfinite(g), g, torch.zeros_like(g)).detach()
@@ -436,14 +469,29 @@ class _StaleInputConv(torch.autograd.Function):
         return dx, dw, None, None, None, None, None, None
 
 
-def _conv_with_weight_input(l: Convolutional, x: torch.Tensor, holder: _Holder, which: str) -> torch.Tensor:
-    """The training forward of an inner [convolutional] layer (Convolutional.forward's
-    unfused branch) with _StaleInputConv as its convolution."""
-    if l.xnor or l.binary or l.blur is not None or l.share_layer is not None:
-        raise ValueError(f"conv_lstm layer {l.index}: xnor/binary inner layers cannot be trained as upstream's "
-                         "CUDA backward does here")
-    y = _StaleInputConv.apply(x, l.conv_weight(), holder, which, (l.stride_y, l.stride_x), l.pad * l.dilation,
-                              l.dilation, l.groups)
-    y = l.batchnorm(y) if l.bn else y + l.conv_bias().view(1, -1, 1, 1)
-    y = y[:, :, :l.out_h, :l.out_w]
-    return train_activate(y, l.activation, getattr(l, "bn_flavor", "cudnn"))
+class _SavedStatsBN(torch.autograd.Function):
+    """cuDNN batch norm in training (F.batch_norm: factor .01, biased variance, eps 1e-5;
+    rolling statistics updated), whose backward (cudnnBatchNormalizationBackward) normalizes
+    its input again with the saved mean and inverse std found in `saved` at backward time:
+        xhat = (x - mean) * istd;  d_biases = sum(dy);  d_scales = sum(dy * xhat)
+        dx = scales * istd * (dy - d_biases/n - xhat * d_scales/n)"""
+
+    @staticmethod
+    def forward(ctx, x, scales, biases, rolling_mean, rolling_variance, saved, key):
+        var, mean = torch.var_mean(x, (0, 2, 3), correction=0)
+        saved[key] = (mean, torch.rsqrt(var + 1e-5))
+        ctx.save_for_backward(x, scales)
+        ctx.saved, ctx.key = saved, key
+        return F.batch_norm(x, rolling_mean, rolling_variance, scales, biases, training=True, momentum=0.01, eps=1e-5)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, scales = ctx.saved_tensors
+        mean, istd = ctx.saved[ctx.key]
+        c = lambda v: v.view(1, -1, 1, 1)
+        xhat = (x - c(mean)) * c(istd)
+        n = dy.numel() // dy.shape[1]
+        d_biases = dy.sum((0, 2, 3))
+        d_scales = (dy * xhat).sum((0, 2, 3))
+        dx = c(scales * istd) * (dy - c(d_biases) / n - xhat * c(d_scales) / n)
+        return dx, d_scales, d_biases, None, None, None, None

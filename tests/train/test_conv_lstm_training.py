@@ -8,7 +8,9 @@
   convolutions below;
 - r3: subdivisions=2 with sequential_subdivisions=1 (sequence 2: the second mini-batch
   continues the first's sequence), a conv_lstm with bottleneck=1 shortcut=1
-  time_normalizer=0.5, then one with lstm_activation=leaky; time_steps=2.
+  time_normalizer=0.5, then one with lstm_activation=leaky; time_steps=2;
+- r4: r1 with batch_normalize=1, activation=leaky and peephole=1 in the conv_lstm (the
+  batch-norm backward of every step with the last step's saved statistics, as cuDNN's).
 
 The reference is upstream's CPU build with the cuDNN build's arithmetic (as tests/data/train_gpu)
 and conv_lstm's CPU backward replaced by a port of backward_conv_lstm_layer_gpu: upstream's own
@@ -21,7 +23,8 @@ change within tolerance.update_rel_diff of the reference change's largest magnit
 printed loss within tolerance.loss_rel_diff_per_iteration relative; tolerance from
 sensitivity.json (twice upstream's own movement under a 1e-6 perturbation of init.weights, at
 least 1% / 1e-3). Measured: r1 worst 2.5e-4 of the update, losses within 1e-6 relative; r2
-1e-5 and 2e-7; r3 1.1e-5 and 2e-7 (upstream's own: 9e-6 / 2.7e-6, 6e-5 / 4e-7, 4.2e-4 / 5e-6).
+1e-5 and 2e-7; r3 1.1e-5 and 2e-7; r4 1.2e-5 and 5e-7 (upstream's own: 9e-6 / 2.7e-6, 6e-5 / 4e-7,
+4.2e-4 / 5e-6, 5e-3 / 2.8e-4).
 """
 import json
 import os
@@ -38,9 +41,10 @@ from test_train_cases import arrays, parse
 ROOT = Path(__file__).resolve().parents[2]
 CASES = ROOT / "tests" / "data" / "train_recurrent"
 # parameter arrays: bn convs 5 each, plain convs 2 each (r1: 2 bn, 8 inner, 1; r2: 2 bn, local 2,
-# 11 inner with the peephole, 1; r3: 2 bn, 5 inner (bottleneck: wf, uf ui ug uo), 8 inner, 1)
+# 11 inner with the peephole, 1; r3: 2 bn, 5 inner (bottleneck: wf, uf ui ug uo), 8 inner, 1;
+# r4: 2 bn, 11 batch-normalized inner, 1)
 ARRAYS = {"r1-conv-lstm": 10 + 8 * 2 + 2, "r2-local-lrn-history-peephole": 10 + 2 + 11 * 2 + 2,
-          "r3-sequence-bottleneck": 10 + 5 * 2 + 8 * 2 + 2}
+          "r3-sequence-bottleneck": 10 + 5 * 2 + 8 * 2 + 2, "r4-conv-lstm-bn": 10 + 11 * 5 + 2}
 
 
 @pytest.fixture(scope="module", params=sorted(ARRAYS), ids=lambda n: n.split("-")[0])
