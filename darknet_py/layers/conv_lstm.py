@@ -31,7 +31,9 @@ video; upstream's detector parses with time_steps=1) and in training alike (upst
 clears them while training); `reset_state()` clears them. Built for training, a batch holds
 time_steps consecutive mini-batches.
 
-Training follows backward_conv_lstm_layer_gpu, which is not the exact gradient:
+Training follows backward_conv_lstm_layer_gpu (also under -train_flavor cpu: upstream's CPU
+build cannot train this layer, it allocates no l.delta and crashes), which is not the exact
+gradient:
 - the gradient reaching h(t-1) through the W convolutions (and through the bottleneck's
   W, the latter scaled by time_normalizer) is dropped without bottleneck; h(t-1) gets only
   the delta the next layer gives the output at t-1;
@@ -48,10 +50,19 @@ Training follows backward_conv_lstm_layer_gpu, which is not the exact gradient:
 - the backward leaves step 0's h and c in the state buffers (it copies each step's into
   them, from the last step back to the first), so the next training call starts from the
   first step's state, not the last one's;
-- with sequential_subdivisions unset (the usual case: sequence = subdivisions /
-  sequential_subdivisions = 1), or at the first mini-batch of a sequence, the first step's
-  W convolutions learn from h(0) instead of h(-1), and its forget gate from c(0) instead of
-  c(-1) (zeros with time_steps=1): upstream reuses the buffers of step 1 there.
+- the first step's W convolutions (bottleneck: wf), its forget gate and vf / vi learn from a
+  "previous" output and cell that are not the ones its forward used: with
+  sequential_subdivisions unset (the usual case: sequence = subdivisions /
+  sequential_subdivisions = 1) or at the first mini-batch of a sequence, step 0's own
+  (upstream reuses the buffers of step 1; with time_steps=1 whatever they held, zeros at
+  first); at a mini-batch that continues a sequence, the previous call's last step's
+  (last_prev_state / last_prev_cell), while its forward started from step 0's;
+- bottleneck: wf learns from the previous step's output with the shortcut added (what the
+  backward rebuilds as bottelneck_hi), its delta is clamped to +-1 after the activation's
+  gradient, and the h part of its input delta, times time_normalizer, joins the delta of the
+  previous step's output (none at the first step).
+The layer counts its training calls to know which mini-batch of the iteration it is in
+(upstream's net.current_subdivision).
 """
 from __future__ import annotations
 
