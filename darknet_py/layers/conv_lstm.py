@@ -74,7 +74,6 @@ from . import register
 from .base import BuildContext
 from .composite import Composite
 from .convolutional import Convolutional
-from .crnn import _conv_section
 
 
 def _gate_act(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -157,11 +156,6 @@ class _ClampGrad(torch.autograd.Function):
         return g.clamp(-1.0, 1.0)
 
 
-def _value_from(value: torch.Tensor, grad_path: torch.Tensor) -> torch.Tensor:
-    """`value` forward, but the gradient of `grad_path` (same shape) backward."""
-    return value.detach() + (grad_path - grad_path.detach())
-
-
 @register("conv_lstm")
 class ConvLSTM(Composite):
     type_name = "none"  # not in upstream's get_layer_string table
@@ -171,19 +165,8 @@ class ConvLSTM(Composite):
     def __init__(self, ctx: BuildContext):
         super().__init__(ctx)
         s = ctx.section
-        self.size = s.int("size", 3)
-        self.stride = s.int("stride", 1)
-        self.dilation = s.int("dilation", 1)
-        pad = s.int("pad", 0)
-        padding = s.int("padding", 0)
-        if pad:
-            padding = self.size // 2
-        self.pad = padding
+        common = self.read_conv_keys(ctx, "linear")
         output_filters = s.int("output", 1)
-        self.groups = s.int("groups", 1)
-        activation = activation_from(s, default="linear")
-        batch_normalize = s.int("batch_normalize", 0)
-        self.xnor = s.int("xnor", 0)
         self.peephole = s.int("peephole", 0)
         self.bottleneck = s.int("bottleneck", 0)
         if output_filters < 1:
@@ -197,20 +180,13 @@ class ConvLSTM(Composite):
         self.lstm_activation = activation_from(s, "lstm_activation", default="tanh")
         self.time_normalizer = s.float("time_normalizer", 1.0)
         self.train_mode = ctx.train
-        self.bn = batch_normalize
+        self.bn = common["batch_normalize"]
         self.sequence = max(1, ctx.net.subdivisions // ctx.net.sequential_subdivisions) \
             if ctx.net.sequential_subdivisions else 1
         self.subdivisions = ctx.net.subdivisions
 
-        common = {"size": self.size, "stride": self.stride, "dilation": self.dilation, "padding": self.pad,
-                  "groups": self.groups, "activation": activation, "batch_normalize": batch_normalize,
-                  "xnor": self.xnor}
-
         def conv(c):
-            sec = _conv_section(s, {"filters": output_filters, **common}, {"filters": "output"})
-            sub = BuildContext(index=ctx.index, w=ctx.w, h=ctx.h, c=c, inputs=ctx.w * ctx.h * c, net=ctx.net,
-                               section=sec, layers=ctx.layers, batch=ctx.batch, train=ctx.train)
-            return Convolutional(sub)
+            return self.inner_conv(ctx, common, ctx.w, ctx.h, c, output_filters, "output")
 
         n = output_filters
         self.uf, self.ui, self.ug, self.uo = conv(ctx.c), conv(ctx.c), conv(ctx.c), conv(ctx.c)
