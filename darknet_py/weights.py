@@ -49,8 +49,12 @@ class _Reader:
         n = min(t.numel(), self.left)
         if n > 0:
             with torch.no_grad():
-                flat = t.detach().view(-1)
+                # in the tensor's logical (row-major) order, whatever its memory format
+                # (load_network makes convolution weights channels_last)
+                flat = t.detach().contiguous().view(-1)
                 flat[:n].copy_(torch.from_numpy(self.data[self.pos:self.pos + n].copy()))
+                if flat.data_ptr() != t.data_ptr():
+                    t.detach().copy_(flat.view(t.shape))
         self.pos += n
         return n == t.numel()
 

@@ -59,6 +59,12 @@ class AugmentOptions:
     mixup: int = 0
     letter_box: int = 0
     mosaic_bound: int = 0
+    # track=1 (video sequences; see load_batch): augment_speed, the timelines per mini-batch
+    # (upstream's args.mini_batch = batch/subdivisions) and the loading threads per batch
+    track: int = 0
+    augment_speed: int = 2
+    track_mini_batch: int = 1
+    track_chunks: int = 1
 
 
 def normalize(opt: AugmentOptions, stream=None) -> AugmentOptions:
@@ -208,9 +214,11 @@ class ImageSource:
         self.check = check
         self.bad: set[str] = set()
 
-    def draw(self, rng: CRandom, issues: list):
+    def draw(self, rng: CRandom, issues: list, path: str | None = None):
+        """A random readable image; `path` (track=1's sequence) is tried first."""
         while True:
-            path = self.paths[rng.gen() % len(self.paths)]
+            if path is None:
+                path = self.paths[rng.gen() % len(self.paths)]
             problem = self.check(path) if self.check is not None and path not in self.bad else None
             if problem is not None:
                 self.bad.add(path)
@@ -227,6 +235,7 @@ class ImageSource:
                 why = str(issues[-1]) if issues else path
                 raise DataError(f"none of the {self.unique} images in the list can be used (see bad.list); "
                                 f"e.g. {why}")
+            path = None
 
 
 @dataclass
@@ -241,11 +250,13 @@ class Piece:
 
 
 def load_piece(src: ImageSource, opt: AugmentOptions, w: int, h: int, rng: CRandom,
-               issues: list, use_mixup: int, i_mixup: int) -> Piece:
-    """One pass of load_data_detection's inner loop for one image."""
-    path, img = src.draw(rng, issues)
+               issues: list, use_mixup: int, i_mixup: int, path: str | None = None,
+               draws: "Draws | None" = None) -> Piece:
+    """One pass of load_data_detection's inner loop for one image (track=1: the sequence's
+    `path` and the draws shared by the whole sequence)."""
+    path, img = src.draw(rng, issues, path)
     oh, ow = img.shape[:2]
-    d = draw_augmentation(rng, opt)
+    d = draws if draws is not None else draw_augmentation(rng, opt)
     off = jitter_offsets(ow, oh, opt, d)
     if opt.letter_box:
         off = letterbox_offsets(off, ow, oh, w, h)
@@ -291,7 +302,8 @@ def paste_quadrant(dst: np.ndarray, piece: np.ndarray, i_mixup: int, cut_x: int,
     dst[:, dy, dx] = piece[:, sy0:sy0 + (dy.stop - dy.start), sx0:sx0 + (dx.stop - dx.start)]
 
 
-def load_sample(src: ImageSource, opt: AugmentOptions, w: int, h: int, rng: CRandom, issues: list):
+def load_sample(src: ImageSource, opt: AugmentOptions, w: int, h: int, rng: CRandom, issues: list,
+                path: str | None = None, draws: "Draws | None" = None):
     """Upstream: load_data_detection for one image: (x float32 (c, h, w), truth float32
     (max_boxes, truth_size)). mixup / mosaic are applied with probability 1/2."""
     use_mixup = opt.mixup
@@ -303,7 +315,9 @@ def load_sample(src: ImageSource, opt: AugmentOptions, w: int, h: int, rng: CRan
         cut_y = rng.int(c_int(h * lo), c_int(h * hi))
     x, truth = None, np.zeros((opt.max_boxes, opt.truth_size), dtype=F32)
     for i_mixup in range(use_mixup + 1):
-        p = load_piece(src, opt, w, h, rng, issues, use_mixup, i_mixup)
+        first = i_mixup == 0
+        p = load_piece(src, opt, w, h, rng, issues, use_mixup, i_mixup, path if first else None,
+                       draws if first else None)
         if use_mixup == MOSAIC:
             if x is None:
                 x = np.zeros((opt.channels, h, w), dtype=F32)
@@ -327,11 +341,34 @@ def load_batch(src: ImageSource, opt: AugmentOptions, n: int, w: int, h: int, se
     issues: list = []
     xs = np.empty((n, opt.channels, h, w), dtype=F32)
     ys = np.empty((n, opt.max_boxes, opt.truth_size), dtype=F32)
+    paths, draws = sequential_paths(src.paths, n, opt, rng) if opt.track else ([None] * n, [None] * n)
     for i in range(n):
-        xs[i], ys[i] = load_sample(src, opt, w, h, rng, issues)
+        xs[i], ys[i] = load_sample(src, opt, w, h, rng, issues, paths[i], draws[i])
         if show_dir is not None:
             save_preview(xs[i], ys[i], os.path.join(show_dir, f"aug_{random_index}_{i}_{rng.gen()}.jpg"))
     return xs, ys, issues
+
+
+def sequential_paths(paths: list, n: int, opt: AugmentOptions, rng: CRandom) -> tuple[list, list]:
+    """Upstream: train_detector with track=1, load_threads and get_sequential_paths: the n
+    images of a batch come in `track_chunks` consecutive chunks (upstream's loading threads,
+    sequential_subdivisions of them); in each, image i belongs to timeline i % track_mini_batch,
+    whose frames are consecutive lines of the list `speed` apart (speed = rand_int(1,
+    augment_speed), one per chunk), from a random start; the augmentation is drawn once per
+    chunk (load_data_detection's augmentation_calculated) and shared by its images."""
+    k, m, mb = max(1, opt.track_chunks), len(paths), max(1, opt.track_mini_batch)
+    out_paths, out_draws = [], []
+    for c in range(k):
+        size = (c + 1) * n // k - c * n // k
+        speed = max(1, rng.int(1, opt.augment_speed))
+        start = [rng.gen() % m for _ in range(mb)]
+        for i in range(size):
+            t = i % mb
+            out_paths.append(paths[start[t] % m])
+            start[t] += speed
+        shared = draw_augmentation(rng, opt)
+        out_draws += [shared] * size
+    return out_paths, out_draws
 
 
 def draw_preview(x: np.ndarray, truth: np.ndarray) -> np.ndarray:

@@ -300,7 +300,9 @@ class DetectionLoader(BatchLoader):
     Augmentation follows upstream's OpenCV path: jitter crop (and `resize`), letter_box,
     flip, HSV (hue/saturation/exposure), blur, gaussian_noise, mixup (1), mosaic (3,
     with mosaic_bound); cutmix (2, 4) is refused for detectors with upstream's message.
-    mixup codes are upstream's net->mixup (see NetOptions.mixup).
+    mixup codes are upstream's net->mixup (see NetOptions.mixup). `track` (dict of
+    augment_speed, mini_batch, chunks; loader_from_net fills it for track=1): video sequences
+    as upstream's get_sequential_paths, one augmentation per chunk (detection.sequential_paths).
 
     Deliberate differences from upstream:
     - random numbers come from numpy (seedable), not C's rand();
@@ -318,14 +320,17 @@ class DetectionLoader(BatchLoader):
                  mosaic_bound: int = 0, show_imgs: bool = False, seed=None, workers: int | None = None,
                  prefetch: int = DEFAULT_PREFETCH, bad_list: str | None = "bad.list",
                  bad_label_list: str | None = "bad_label.list", show_dir: str = ".",
-                 start_method: str = "forkserver", pin_memory: bool = False, kind: str = "thread"):
+                 start_method: str = "forkserver", pin_memory: bool = False, kind: str = "thread",
+                 track: dict | None = None):
         if classes is None:
             raise ValueError("DetectionLoader needs classes= (labels are checked against it)")
         opt = normalize(AugmentOptions(
             classes=classes, channels=channels, max_boxes=max_boxes, truth_size=truth_size,
             jitter=jitter, resize=resize, hue=hue, saturation=saturation, exposure=exposure,
             flip=int(flip), blur=int(blur), gaussian_noise=int(gaussian_noise), mixup=int(mixup),
-            letter_box=int(letter_box), mosaic_bound=int(mosaic_bound)))
+            letter_box=int(letter_box), mosaic_bound=int(mosaic_bound),
+            **({"track": 1, "augment_speed": int(track["augment_speed"]),
+                "track_mini_batch": int(track["mini_batch"]), "track_chunks": int(track["chunks"])} if track else {})))
         self.options = opt
         super().__init__(_BatchMaker(paths, opt, show_dir if show_imgs else None), width, height, channels=opt.channels,
                          show_imgs=show_imgs, seed=seed, workers=workers, prefetch=prefetch, bad_list=bad_list,
@@ -372,9 +377,11 @@ def loader_from_net(net, paths, classes: int | None = None, show_imgs: bool = Fa
     `classes` is reported and the layer's value is used. kwargs go to DetectionLoader.
     """
     o, l = net.options, last_detection_layer(net)
-    if o.track or o.contrastive:
-        raise NotImplementedError("track=1 (sequential video loading) and contrastive=1 data loading "
-                                  "are not implemented")
+    if o.contrastive:
+        raise NotImplementedError("contrastive=1 data loading is not implemented")
+    if o.track:  # train_detector: a loading thread per sequential subdivision, mini_batch timelines each
+        kwargs.setdefault("track", dict(augment_speed=o.augment_speed, mini_batch=o.batch // o.subdivisions,
+                                        chunks=o.sequential_subdivisions or o.subdivisions))
     if classes is not None and classes != l.classes:
         print(f"Warning: classes={classes} (data file) but the last [{l.type_name}] layer has "
               f"classes={l.classes}; labels are checked against {l.classes}, as upstream", file=sys.stderr)

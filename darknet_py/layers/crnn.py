@@ -14,25 +14,13 @@ from __future__ import annotations
 
 import torch
 
-from ..activations import activation_from
-from ..cfg import Option, Section
 from . import register
-from .base import BuildContext, Layer
-from .convolutional import Convolutional
-
-
-def _conv_section(s: Section, values: dict[str, object], lines: dict[str, str]) -> Section:
-    """A synthetic [convolutional] section for one of the inner layers, each option carrying
-    the line of the crnn key it comes from (so errors point at the cfg)."""
-    opts = []
-    for key, value in values.items():
-        src = next((o for o in s.options if o.key == lines.get(key, key)), None)
-        opts.append(Option(key, str(value), src.line if src else s.line, True))
-    return Section(s.name, s.line, s.path, opts)
+from .base import BuildContext
+from .composite import Composite
 
 
 @register("crnn")
-class CRNN(Layer):
+class CRNN(Composite):
     type_name = "crnn"
     type_id = 23
     onnx_refusal = "its hidden state carries over from one call to the next, which an ONNX graph cannot hold"
@@ -40,20 +28,9 @@ class CRNN(Layer):
     def __init__(self, ctx: BuildContext):
         super().__init__(ctx)
         s = ctx.section
-        self.size = s.int("size", 3)
-        self.stride = s.int("stride", 1)
-        self.dilation = s.int("dilation", 1)
-        pad = s.int("pad", 0)
-        padding = s.int("padding", 0)
-        if pad:
-            padding = self.size // 2
-        self.pad = padding
         output_filters = s.int("output", 1)
         hidden_filters = s.int("hidden", 1)
-        self.groups = s.int("groups", 1)
-        activation = activation_from(s, default="logistic")
-        batch_normalize = s.int("batch_normalize", 0)
-        self.xnor = s.int("xnor", 0)
+        common = self.read_conv_keys(ctx, "logistic")
         if output_filters < 1 or hidden_filters < 1:
             raise s.error("output", "output and hidden must be >= 1")
         if not (ctx.w and ctx.h and ctx.c):
@@ -63,15 +40,8 @@ class CRNN(Layer):
         self.shortcut = s.int("shortcut", 0)
         self.train_mode = ctx.train
 
-        common = {"size": self.size, "stride": self.stride, "dilation": self.dilation, "padding": self.pad,
-                  "groups": self.groups, "activation": activation, "batch_normalize": batch_normalize,
-                  "xnor": self.xnor}
-
         def conv(w, h, c, n, key):
-            sec = _conv_section(s, {"filters": n, **common}, {"filters": key})
-            sub = BuildContext(index=ctx.index, w=w, h=h, c=c, inputs=w * h * c, net=ctx.net, section=sec,
-                               layers=ctx.layers, batch=ctx.batch, train=ctx.train)
-            return Convolutional(sub)
+            return self.inner_conv(ctx, common, w, h, c, n, key)
 
         self.input_layer = conv(ctx.w, ctx.h, ctx.c, hidden_filters, "hidden")
         self.self_layer = conv(ctx.w, ctx.h, hidden_filters, hidden_filters, "hidden")
@@ -87,35 +57,9 @@ class CRNN(Layer):
         self.outputs = self.output_layer.outputs
         self.bflops = self.input_layer.bflops + self.self_layer.bflops + self.output_layer.bflops
         self._state: torch.Tensor | None = None
-        self._fused = None
 
     def _convs(self):
         return (self.input_layer, self.self_layer, self.output_layer)
-
-    def initialize(self, gen: torch.Generator) -> None:
-        """make_crnn_layer: its three convolutions are made (and initialized) as any other."""
-        for l in self._convs():
-            l.initialize(gen)
-
-    def weight_arrays(self):
-        return [t for l in self._convs() for t in l.weight_arrays()]
-
-    def load_arrays(self):
-        return [t for l in self._convs() for t in l.load_arrays()]
-
-    def after_load(self) -> None:
-        for l in self._convs():
-            l.after_load()
-
-    def fuse(self, pack: bool = True) -> None:
-        for l in self._convs():
-            l.fuse(pack)
-        self._fused = True
-
-    def unfuse(self) -> None:
-        for l in self._convs():
-            l.unfuse()
-        self._fused = None
 
     def reset_state(self) -> None:
         self._state = None

@@ -197,6 +197,9 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
     data_seed, sizes_seed = (seed, seed) if dist is None else dist.seeds(seed)
     loader = loader_from_net(net, paths, data.classes, show_imgs=show_imgs, seed=data_seed, workers=workers,
                              pin_memory=device.type == "cuda")
+    if o.track:
+        print(f"\n Tracking! batch = {o.mini_batch}, subdiv = {o.subdivisions}, time_steps = {o.time_steps}, "
+              f"mini_batch = {o.mini_batch // o.time_steps} ", file=out)
     sizes = sizes_from_net(net, seed=sizes_seed, start_iteration=start_iteration)
     if dist is not None:
         sizes = dist.strided(sizes)
@@ -231,6 +234,9 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
             t0 = time.time()
             x, truth = next(stream)
             load_time = time.time() - t0
+            if o.track:
+                seq = max(1, o.subdivisions // o.sequential_subdivisions) if o.sequential_subdivisions else 1
+                print(f" sequential_subdivisions = {o.sequential_subdivisions}, sequence = {seq} ", file=out)
             h, w = int(x.shape[-2]), int(x.shape[-1])
             if (w, h) != (trainer.net.options.width, trainer.net.options.height):
                 print(f"Resizing, random_coef = {getattr(net.layers[-1], 'random', 1.4) or 1.4:.2f} ", file=out)

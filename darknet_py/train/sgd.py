@@ -29,7 +29,9 @@ dont_update while iteration <= dont_update. A conv layer with share_index update
 arrays a second time, as upstream (both layers point at one set of buffers). Upstream's CPU
 build differs: no NaN fixes, no clip, no adam, the flags above are ignored and shortcut
 weights get decay; none of that is in the parity fixtures. Recurrent layers (crnn, lstm...)
-other than [crnn] (its three convolutions, as update_crnn_layer) are not handled here.
+other than [crnn] (its three convolutions, as update_crnn_layer) and [conv_lstm] (its inner
+convolutions, as update_conv_lstm_layer_gpu) are not handled here; [local] is never updated
+(make_local_layer never sets l.train).
 
 EMA (ema_alpha, after the update, from iteration max_batches/2): conv weights, biases and
 scales (only scales for a shared layer) of layers built with train=1 are averaged
@@ -43,6 +45,7 @@ import numpy as np
 import torch
 
 from ..layers.convolutional import Convolutional
+from ..layers.conv_lstm import ConvLSTM
 from ..layers.crnn import CRNN
 
 f32 = np.float32
@@ -139,7 +142,7 @@ class UpstreamSGD:
 
     def _nan_guarded(self, layer) -> list[torch.Tensor]:
         """The weights (and their update buffers) upstream repairs NaN/inf in before an update."""
-        if isinstance(layer, CRNN):
+        if isinstance(layer, (CRNN, ConvLSTM)):
             return [t for sub in layer._convs() for t in self._nan_guarded(sub)]
         if isinstance(layer, Convolutional):
             w = layer.conv_weight()
@@ -163,7 +166,7 @@ class UpstreamSGD:
         lr = f32(rate) * f32(layer.learning_rate_scale) / ls
         lr_b = lr / f32(batch)
         kind = layer.type_name
-        if isinstance(layer, CRNN):  # update_crnn_layer: its three convolutions
+        if isinstance(layer, (CRNN, ConvLSTM)):  # update_crnn_layer / update_conv_lstm_layer_gpu: its convolutions
             for sub in layer._convs():
                 self._update_layer(sub, rate, batch, t)
         elif isinstance(layer, Convolutional):
