@@ -20,6 +20,7 @@ def _load_all() -> None:
     from . import (activation, avgpool, batchnorm, connected, contrastive, cost, crnn, crop,  # noqa: F401
                    detection, dropout, empty, gaussian_yolo, implicit, region, reorg, reorg_old, sam,
                    scale_channels, softmax)
+    from . import gru, lstm, rnn  # noqa: F401
 
 
 __all__ = ["LAYERS", "register", "BuildContext", "Layer"]
