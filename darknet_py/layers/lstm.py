@@ -9,7 +9,9 @@ output h (output -> output), u* on the input (inputs -> output). Each step:
     c = f * c + i * g;            y = h = o * tanh(c)
 
 h and c carry over from call to call, in training too: forward_lstm_layer_gpu never clears
-them, and reset_rnn_state cannot (the layer has no state_gpu). .weights: wf, wi, wg, wo, uf,
+them, and reset_rnn_state cannot (the layer has no state_gpu). In training, what carries
+into the next batch is the FIRST step's h and c: backward_lstm_layer_gpu walks the steps
+backwards copying each step's output and cell into h_gpu and c_gpu, and ends at step 0. .weights: wf, wi, wg, wo, uf,
 ui, ug, uo (make_lstm_layer creates the u* first).
 
 Backward: autograd of the forward. Not reproduced from backward_lstm_layer_gpu: at the
@@ -47,7 +49,7 @@ class LSTM(Recurrent):
         xs, batch = self.split_steps(x)
         h = self.carried("h", batch, self.output_size, x)
         c = self.carried("c", batch, self.output_size, x)
-        ys = []
+        ys, first = [], None
         for xi in xs:
             f = torch.sigmoid(self.fc(self.wf, h) + self.fc(self.uf, xi))
             i = torch.sigmoid(self.fc(self.wi, h) + self.fc(self.ui, xi))
@@ -56,5 +58,8 @@ class LSTM(Recurrent):
             c = f * c + i * g
             h = o * torch.tanh(c)
             ys.append(h)
+            first = first or (h, c)
+        if self.train_mode and self.training:
+            h, c = first  # what upstream's backward leaves in h_gpu, c_gpu (module docstring)
         self.keep(h=h, c=c)
         return self.stack(ys)

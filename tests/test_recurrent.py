@@ -1,0 +1,120 @@
+"""[rnn], [gru], [lstm] (layers/rnn.py, gru.py, lstm.py, recurrent.py) against upstream:
+.weights layout (upstream's own save_weights output reads and writes back byte for byte), the
+first layer's output after a sequence of characters (upstream's `rnn vec`, which prints it
+with %g: tests/data/rnn/README.md), and the ONNX refusal.
+"""
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import darknet_py
+from darknet_py.cfg import CfgError
+from darknet_py.cli import main
+from darknet_py.train.rnn import vec_char_rnn
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data" / "rnn"
+FW = ["fw_rnn", "fw_rnn_shortcut", "fw_gru", "fw_lstm"]
+TRAIN = ["train_rnn", "train_gru", "train_lstm"]
+
+
+def _vec_line(text: str) -> tuple[str, np.ndarray]:
+    line = text.strip().splitlines()[-1].split(",")
+    return line[0], np.array(line[1:], dtype=np.float64)
+
+
+@pytest.mark.parametrize("case", FW)
+def test_vec_matches_upstream(case):
+    """The state carried over 22 characters ("The " + "ShallIcomparethee" + " "): the values
+    upstream printed with %g (6 significant digits). Tolerance: rtol 1e-5, twice %g's relative
+    rounding (5e-6), atol 1e-6 for values near 0 (float32 noise over the steps, measured 1e-7)."""
+    name, ref = _vec_line((DATA / f"{case}.vec.txt").read_text())
+    out = io.StringIO()
+    vec_char_rnn(str(DATA / f"{case}.cfg"), str(DATA / f"{case}.weights"), b"The ",
+                 stdin=io.BytesIO(b"Shall I compare thee\n"), out=out, err=io.StringIO())
+    got_name, got = _vec_line(out.getvalue())
+    assert got_name == name == "ShallIcomparethee"
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", TRAIN)
+def test_upstream_weights_round_trip(case, tmp_path):
+    """final.weights was written by upstream's save_weights: it loads (size exactly the
+    network's) and is written back byte for byte, inner layers in upstream's order."""
+    src = DATA / case / "final.weights"
+    net = darknet_py.build_network(DATA / case / f"{case}.cfg", batch=1)
+    assert net.weights_file_bytes() == src.stat().st_size
+    net.load_weights(src, verbose=False)
+    net.save_weights(tmp_path / "w")
+    assert (tmp_path / "w").read_bytes()[20:] == src.read_bytes()[20:]
+
+
+def test_weights_order_is_upstreams():
+    """The arrays in file order: rnn input/self/output, gru input_z..state_h, lstm wf..uo
+    (sizes distinguish input- from state-side layers: 256 inputs, 24/32 outputs)."""
+    rnn = darknet_py.build_network(DATA / "fw_rnn.cfg", batch=1).layers[0]
+    assert [tuple(a.shape) for a in rnn.weight_arrays()][:2] == [(32,), (32, 256)]
+    assert [l.weights.shape for l in (rnn.input_layer, rnn.self_layer, rnn.output_layer)] == \
+        [torch.Size([32, 256]), torch.Size([32, 32]), torch.Size([24, 32])]
+    gru = darknet_py.build_network(DATA / "fw_gru.cfg", batch=1).layers[0]
+    shapes = [tuple(a.shape) for a in gru.weight_arrays() if a.dim() == 2]
+    assert shapes == [(32, 256)] * 3 + [(32, 32)] * 3
+    lstm = darknet_py.build_network(DATA / "fw_lstm.cfg", batch=1).layers[0]
+    shapes = [tuple(a.shape) for a in lstm.weight_arrays() if a.dim() == 2]
+    assert shapes == [(32, 32)] * 4 + [(32, 256)] * 4
+
+
+def test_state_carries_in_inference_and_resets():
+    net = darknet_py.load_network(DATA / "fw_lstm.cfg", DATA / "fw_lstm.weights")
+    x = torch.zeros(1, 256)
+    x[0, 65] = 1
+    layer = net.layers[0]
+    with torch.inference_mode():
+        a = layer(x).clone()
+        b = layer(x).clone()
+        layer.reset_state()
+        c = layer(x).clone()
+    assert not torch.equal(a, b)  # the second call starts from the first one's h and c
+    assert torch.equal(a, c)
+
+
+def test_training_batch_is_time_steps_of_streams():
+    """Built for training, a batch is time_steps mini-batches: the rnn state starts at zero for
+    each batch, so the same batch twice gives the same output (in the cpu flavor's batch norm
+    only the rolling statistics move)."""
+    net = darknet_py.build_network(DATA / "train_rnn" / "train_rnn.cfg", train=True)
+    net.initialize(1)
+    layer = net.layers[0]
+    layer.bn_flavor = "cpu"
+    assert layer.steps == 16 and net.options.mini_batch == 4 * 16
+    x = torch.zeros(64, 256)
+    x[torch.arange(64), torch.arange(64) % 50 + 40] = 1
+    net.train()
+    y1 = layer(x).detach()
+    y2 = layer(x).detach()
+    assert y1.shape == (64, 64, 1, 1)
+    assert torch.equal(y1, y2)
+    with pytest.raises(ValueError, match="not a multiple of time_steps=16"):
+        layer(torch.zeros(10, 256))
+
+
+@pytest.mark.parametrize("section", ["rnn", "gru", "lstm"])
+def test_export_refuses_naming_the_line(tmp_path, capsys, section):
+    cfg = tmp_path / "r.cfg"
+    cfg.write_text(f"[net]\ninputs=8\n\n[{section}]\noutput=4\nhidden=4\n\n[softmax]\n")
+    out = tmp_path / "r.onnx"
+    assert main(["export", str(cfg), "", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{cfg}:4:" in err and f"[{section}]" in err and "cannot be exported to ONNX" in err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_bad_keys_name_the_line(tmp_path):
+    cfg = tmp_path / "r.cfg"
+    cfg.write_text("[net]\ninputs=8\n\n[rnn]\noutput=4\nhidden=0\n")
+    with pytest.raises(CfgError, match=r"r.cfg:6"):
+        darknet_py.build_network(cfg)
