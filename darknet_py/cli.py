@@ -597,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
             return export(rest)
         if cmd == "rnn":  # char-level rnn train/generate/valid/vec: train/rnn.py
             from .train.rnn import rnn_command
-            return rnn_command(rest)
+            return rnn_command(argv)
         raise UsageError(f"Not an option: {cmd}\n{USAGE}")
     except UsageError as e:
         print(str(e), file=sys.stderr)

@@ -57,48 +57,51 @@ class RnnError(ValueError):
     pass
 
 
-# -- upstream's find_arg family: the flag and its value are taken out of argv ------------
-def _take(argv: list[str], flag: str) -> str | None:
-    for i, a in enumerate(argv):
-        if a == flag:
-            if i + 1 >= len(argv):
-                return None
-            value = argv[i + 1]
-            del argv[i:i + 2]
-            return value
-    return None
+# -- the command line ------------------------------------------------------------------
+class ArgvFlags:
+    """Upstream's find_arg family over a list of words (each call takes its flag, and the value
+    after it, out of the line; values read as atoi / atof), with the reader interface of the
+    command line's flag parser: flag(name), int/float/str(name, default), positional(command)."""
 
+    def __init__(self, argv: list[str]):
+        self.words = list(argv)
 
-def find_arg(argv: list[str], flag: str) -> bool:
-    if flag in argv:
-        argv.remove(flag)
-        return True
-    return False
+    def _value(self, name: str) -> str | None:
+        if name not in self.words:
+            return None
+        i = self.words.index(name)
+        if i + 1 >= len(self.words):
+            raise RnnError(f"{name} needs a value")
+        value = self.words[i + 1]
+        del self.words[i:i + 2]
+        return value
 
+    def flag(self, name: str) -> bool:
+        if name in self.words:
+            self.words.remove(name)
+            return True
+        return False
 
-def _atoi(s: str) -> int:
-    m = re.match(r"\s*[+-]?\d+", s)
-    return int(m.group()) if m else 0
+    def int(self, name: str, default):
+        v = self._value(name)
+        if v is None:
+            return default
+        m = re.match(r"\s*[+-]?\d+", v)
+        return int(m.group()) if m else 0
 
+    def float(self, name: str, default):
+        v = self._value(name)
+        if v is None:
+            return default
+        m = re.match(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", v)
+        return float(m.group()) if m else 0.0
 
-def _atof(s: str) -> float:
-    m = re.match(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", s)
-    return float(m.group()) if m else 0.0
+    def str(self, name: str, default):
+        v = self._value(name)
+        return default if v is None else v
 
-
-def find_char_arg(argv, flag, default):
-    v = _take(argv, flag)
-    return default if v is None else v
-
-
-def find_int_arg(argv, flag, default):
-    v = _take(argv, flag)
-    return default if v is None else _atoi(v)
-
-
-def find_float_arg(argv, flag, default):
-    v = _take(argv, flag)
-    return default if v is None else _atof(v)
+    def positional(self, command: str | None = None) -> list[str]:
+        return list(self.words)
 
 
 # -- C's rand() ----------------------------------------------------------------------------
@@ -396,26 +399,31 @@ def vec_char_rnn(cfg: str, weights: str | None, seed: bytes, *, device="cpu", st
     return 0
 
 
-def run_char_rnn(argv: list[str], *, stdin=None, out=None, err=None) -> int:
-    """run_char_rnn: argv is what follows `rnn` on the command line."""
-    argv = list(argv)
-    filename = find_char_arg(argv, "-file", "data/shakespeare.txt")
-    seed = find_char_arg(argv, "-seed", "\n\n").encode("latin-1", errors="replace")
-    length = find_int_arg(argv, "-len", 1000)
-    temp = find_float_arg(argv, "-temp", .7)
-    rseed = find_int_arg(argv, "-srand", int(time.time()))
-    clear = find_arg(argv, "-clear")
-    tokenized = find_arg(argv, "-tokenized")
-    tokens = find_char_arg(argv, "-tokens", None)
-    flavor = find_char_arg(argv, "-train_flavor", None)
-    nogpu = find_arg(argv, "-nogpu")
-    index = find_int_arg(argv, "-i", 0)
+def run_char_rnn(f, *, stdin=None, out=None, err=None) -> int:
+    """run_char_rnn. `f`: the command line's flag reader (ArgvFlags, or any reader with its
+    interface) over the whole line, `rnn` included."""
+    if isinstance(f, (list, tuple)):
+        f = ArgvFlags(f)
+    filename = f.str("-file", "data/shakespeare.txt")
+    seed = f.str("-seed", "\n\n").encode("latin-1", errors="replace")
+    length = f.int("-len", 1000)
+    temp = f.float("-temp", .7)
+    rseed = f.int("-srand", int(time.time()))
+    clear = f.flag("-clear")
+    tokenized = f.flag("-tokenized")
+    tokens = f.str("-tokens", None)
+    flavor = f.str("-train_flavor", None)
+    nogpu = f.flag("-nogpu")
+    index = getattr(f, "gpu_index", None)
+    index = f.int("-i", 0) if index is None else index
     if flavor not in (None, "cudnn", "cpu"):
         raise RnnError(f"-train_flavor must be cudnn or cpu, not {flavor}")
-    if len(argv) < 2:
+    words = f.positional("rnn")
+    words = words[1:] if words[:1] == ["rnn"] else words
+    if len(words) < 2:
         raise RnnError(USAGE)
-    sub, cfg = argv[0], argv[1]
-    weights = argv[2] if len(argv) > 2 else None
+    sub, cfg = words[0], words[1]
+    weights = words[2] if len(words) > 2 else None
     device = _device(nogpu, index)
     if sub == "train":
         return train_char_rnn(cfg, weights, filename, clear, tokenized, seed=rseed, flavor=flavor, device=device,
@@ -429,10 +437,11 @@ def run_char_rnn(argv: list[str], *, stdin=None, out=None, err=None) -> int:
     raise RnnError(f"rnn {sub}: not available (train, generate, valid, vec)\n{USAGE}")
 
 
-def rnn_command(argv: list[str]) -> int:
-    """The `rnn` command of the command line: errors as one line, no traceback."""
+def rnn_command(f) -> int:
+    """The `rnn` command of the command line (`f`: the flag reader, or the words of the line
+    from `rnn` on): errors as one line, no traceback."""
     try:
-        return run_char_rnn(argv)
+        return run_char_rnn(f)
     except RnnError as e:
         print(str(e) if str(e).startswith("usage") else f"Error: {e}", file=sys.stderr)
         return 2 if str(e).startswith("usage") else 1

@@ -36,7 +36,7 @@ class Bytes(io.BytesIO):
 @pytest.mark.parametrize("case", ["fw_rnn", "fw_gru", "fw_lstm"])
 def test_generate_matches_upstream_byte_for_byte(case):
     out = Bytes()
-    run_char_rnn(["generate", str(DATA / f"{case}.cfg"), str(DATA / f"{case}.weights"), "-srand", "7",
+    run_char_rnn(["rnn", "generate", str(DATA / f"{case}.cfg"), str(DATA / f"{case}.weights"), "-srand", "7",
                   "-len", "200", "-seed", "The", "-temp", "0.7", "-nogpu"], out=out, err=io.StringIO())
     got = out.getvalue()
     ref = (DATA / f"{case}.gen.txt").read_bytes()
@@ -57,7 +57,7 @@ def test_valid_matches_upstream(case):
     the sum, divided by fewer words)."""
     out = io.StringIO()
     stdin = io.BytesIO((DATA / "valid_in.txt").read_bytes())
-    run_char_rnn(["valid", str(DATA / f"{case}.cfg"), str(DATA / f"{case}.weights"), "-seed", "The ",
+    run_char_rnn(["rnn", "valid", str(DATA / f"{case}.cfg"), str(DATA / f"{case}.weights"), "-seed", "The ",
                   "-nogpu"], stdin=stdin, out=out, err=io.StringIO())
     got, ref = _perplexities(out.getvalue()), _perplexities((DATA / f"{case}.valid.txt").read_text())
     assert got.shape == ref.shape == (299, 3)
@@ -79,7 +79,7 @@ def test_train_matches_upstream(case, tmp_path, monkeypatch):
     shutil.copy(DATA / "sonnets.txt", tmp_path)
     monkeypatch.chdir(tmp_path)
     err = io.StringIO()
-    run_char_rnn(["train", f"{case}.cfg", "init.weights", "-file", "sonnets.txt", "-srand", "7",
+    run_char_rnn(["rnn", "train", f"{case}.cfg", "init.weights", "-file", "sonnets.txt", "-srand", "7",
                   "-train_flavor", "cpu", "-nogpu"], out=io.StringIO(), err=err)
     sens = json.loads((src / "sensitivity.json").read_text())
     got, ref = _lines(err.getvalue()), _lines((src / "train.log").read_text(errors="replace"))
