@@ -70,11 +70,17 @@ class Connected(Layer):
             self.register_buffer("rolling_variance", torch.ones(out))
 
     def initialize(self, gen: torch.Generator) -> None:
-        """upstream's make_connected_layer: weights sqrt(2/inputs)*U(-1, 1), biases 0."""
+        """upstream's make_connected_layer: weights sqrt(2/inputs)*U(-1, 1), biases 0; with batch
+        norm scales 1 and the rolling mean AND variance 0 (xcalloc'd), so that a fresh network's
+        inference divides by sqrt(0 + .00001)."""
         with torch.no_grad():
             u = torch.rand(self.weights.shape, generator=gen) * 2 - 1
             self.weights.copy_(u * (2.0 / self.inputs) ** 0.5)
             self.biases.zero_()
+            if self.bn:
+                self.scales.fill_(1.0)
+                self.rolling_mean.zero_()
+                self.rolling_variance.zero_()
 
     def weight_arrays(self):
         arrays = [self.biases, self.weights]

@@ -44,6 +44,16 @@ def test_generate_matches_upstream_byte_for_byte(case):
     assert ref.endswith(got)
 
 
+def test_generate_fresh_network_draws_upstreams_initial_weights():
+    """No weights file: the network holds make_connected_layer's draws of C's rand() after
+    srand(5), rolling variance 0 (upstream's xcalloc), and the sampling continues the same stream."""
+    out = Bytes()
+    run_char_rnn(["rnn", "generate", str(DATA / "fw_rnn.cfg"), "-srand", "5", "-len", "100", "-seed", "The",
+                  "-nogpu"], out=out, err=io.StringIO())
+    assert (DATA / "fw_rnn.fresh.gen.txt").read_bytes().endswith(out.getvalue())
+    assert len(out.getvalue()) == 104
+
+
 def _perplexities(text: str) -> np.ndarray:
     rows = re.findall(r"^(\d+) Perplexity: +(\S+) +Word Perplexity: +(\S+)$", text, re.M)
     return np.array(rows, dtype=np.float64)
