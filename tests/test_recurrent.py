@@ -118,3 +118,43 @@ def test_bad_keys_name_the_line(tmp_path):
     cfg.write_text("[net]\ninputs=8\n\n[rnn]\noutput=4\nhidden=0\n")
     with pytest.raises(CfgError, match=r"r.cfg:6"):
         darknet_py.build_network(cfg)
+
+
+def test_get_rnn_data_layout():
+    """get_rnn_data by hand: text "abcdefgh", 2 streams at offsets 0 and 5, 3 steps: row
+    j*2 + i is step j of stream i; x = that character, y = the next (wrapping round the text)."""
+    from darknet_py.train.rnn import get_rnn_data
+    text = np.frombuffer(b"abcdefgh", np.uint8).astype(np.int64)
+    offsets = [0, 5]
+    x, y = get_rnn_data(text, offsets, 256, 2, 3, "t.txt", False)
+    assert [chr(c) for c in x.argmax(1)] == ["a", "f", "b", "g", "c", "h"]
+    assert [chr(c) for c in y.argmax(1)] == ["b", "g", "c", "h", "d", "a"]
+    assert x.sum() == y.sum() == 6 and offsets == [3, 0]
+
+
+@pytest.mark.parametrize("flavor", ["cudnn", "cpu"])
+def test_connected_batch_norm_in_training(flavor):
+    """The inner layers' training batch norm, worked from upstream's formulas on 4 rows:
+    cudnn (forward_batchnorm_layer_gpu): normalized with the biased variance, rolling
+    .99 / .01 (unbiased variance); cpu (forward_connected_layer): normalized with the unbiased
+    variance, rolling .95 / .05."""
+    net = darknet_py.build_network(DATA / "train_rnn" / "train_rnn.cfg", train=True)
+    layer = net.layers[0].input_layer
+    layer.bn_flavor = flavor
+    net.train()
+    with torch.no_grad():
+        layer.weights.copy_(torch.eye(64, 256))
+        layer.biases.fill_(0.5)
+        layer.scales.fill_(2.0)
+        layer.rolling_mean.fill_(1.0)
+        layer.rolling_variance.fill_(1.0)
+    x = torch.zeros(4, 256)
+    x[:, 0] = torch.tensor([1.0, 2.0, 3.0, 6.0])  # mean 3, biased var 3.5, unbiased 14/3
+    y = layer(x).reshape(4, 64)[:, 0]
+    var = 3.5 if flavor == "cudnn" else 14 / 3
+    expect = (x[:, 0] - 3) / torch.sqrt(torch.tensor(var + 1e-5)) * 2 + 0.5
+    expect = torch.where(expect > 0, expect, 0.1 * expect)  # leaky
+    torch.testing.assert_close(y, expect, rtol=1e-5, atol=1e-6)
+    k = 0.01 if flavor == "cudnn" else 0.05
+    assert abs(float(layer.rolling_mean[0]) - ((1 - k) * 1 + k * 3)) < 1e-6
+    assert abs(float(layer.rolling_variance[0]) - ((1 - k) * 1 + k * 14 / 3)) < 1e-6

@@ -14,8 +14,11 @@ it; `rnn train` clears one stream's with reset_rnn_state when it jumps that stre
 in the text). Upstream leaves out_w, out_h and out_c at 0. .weights: input_z, input_r,
 input_h, state_z, state_r, state_h (not the order make_gru_layer creates them in).
 
-Backward: autograd of the forward (as backward_gru_layer_gpu; upstream's CPU build has
-none, and its update_gru_layer dereferences inner layers that do not exist).
+Backward: autograd of the forward, as backward_gru_layer_gpu computes it for every step but
+the first (upstream's CPU build has none, and its update_gru_layer would dereference inner
+layers that do not exist, were it ever called). Not reproduced: at the first step of a batch
+upstream takes output[0] for the previous state (prev_state_gpu was overwritten by the step
+after it), where autograd takes the state the batch started from.
 """
 from __future__ import annotations
 
