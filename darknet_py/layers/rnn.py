@@ -48,6 +48,15 @@ class RNN(Recurrent):
         self.set_output(1, 1, self.output_size)
         self.finish()
 
+    def reset_state(self, stream: int | None = None) -> None:
+        """reset_rnn_state clears `outputs` floats at stream * outputs of state_gpu, which holds
+        `hidden` floats per stream: the whole row only when output == hidden."""
+        t = self._state.get("state")
+        if stream is None or t is None:
+            return super().reset_state(stream)
+        flat = t.view(-1)
+        flat[stream * self.outputs:(stream + 1) * self.outputs] = 0
+
     def forward(self, x, outputs=None):
         self.prepare_inner()
         xs, batch = self.split_steps(x)

@@ -117,6 +117,41 @@ def test_train_matches_upstream(case, tmp_path, monkeypatch):
     assert moved > 0  # the rolling statistics did move
 
 
+def test_train_default_flavor_runs_and_updates_nothing(tmp_path, monkeypatch):
+    """The CUDA path (default): its batch norm differs from the fixtures' CPU build, so the losses
+    are only close to upstream's CPU ones (same data: the same draws of C's rand()), and still
+    nothing but the rolling statistics moves."""
+    src = DATA / "train_gru"
+    shutil.copy(src / "train_gru.cfg", tmp_path)
+    shutil.copy(src / "init.weights", tmp_path)
+    shutil.copy(DATA / "sonnets.txt", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    err = io.StringIO()
+    assert run_char_rnn(["rnn", "train", "train_gru.cfg", "init.weights", "-file", "sonnets.txt", "-srand", "7",
+                         "-nogpu"], out=io.StringIO(), err=err) == 0
+    got, ref = _lines(err.getvalue()), _lines((src / "train.log").read_text(errors="replace"))
+    assert len(got) == 6
+    for g, r in zip(got, ref):
+        assert abs(float(g[1]) - float(r[1])) < 0.05 * float(r[1])
+    assert any(g[1] != r[1] for g, r in zip(got, ref))
+    a = np.fromfile(tmp_path / "init.weights", np.float32)[5:]
+    b = np.fromfile(tmp_path / "backup" / "train_gru_final.weights", np.float32)[5:]
+    net = darknet_py.build_network("train_gru.cfg", batch=1)
+    stats = np.zeros(a.size, bool)
+    pos = 0
+    for layer in net.layers:
+        for name in getattr(layer, "inner", ()):
+            c = getattr(layer, name)
+            for t in c.weight_arrays():
+                if t is c.rolling_mean or t is c.rolling_variance:
+                    stats[pos:pos + t.numel()] = True
+                pos += t.numel()
+        if not getattr(layer, "inner", ()):
+            pos += layer.params_count()
+    assert pos == a.size
+    assert np.array_equal(a[~stats], b[~stats]) and not np.array_equal(a[stats], b[stats])
+
+
 def test_cli_usage_and_errors(tmp_path, capsys):
     assert main(["rnn", "train"]) == 2
     assert "usage: darknet.py rnn" in capsys.readouterr().err
