@@ -2,6 +2,9 @@
 
     python sensitivity.py DARKNET CASE_DIR [SEEDS]
 
+(CASE_DIR: train_X/, or train_X/gpu/ for the CUDA-semantics build: the cfg and init.weights are
+taken from train_X/, train.log and final.weights, the reference, from CASE_DIR)
+
 runs `DARKNET_SEED=7 DARKNET rnn train CASE.cfg P.weights -file sonnets.txt` with P.weights =
 init.weights with every float times (1 + 1e-6 z), z = numpy default_rng(seed).standard_normal
 (as tests/data/train_sensitivity/scripts/perturb.py), seeds 0..SEEDS-1 (default 10), and writes
@@ -46,18 +49,19 @@ def perturb(src: Path, dst: Path, seed: int) -> None:
 
 
 def main(darknet: str, case: Path, seeds: int = 10) -> None:
-    name = case.name
-    cfg = case / f"{name}.cfg"
+    home = case if (case / "init.weights").is_file() else case.parent
+    name = home.name
+    cfg = home / f"{name}.cfg"
     ref_loss = losses((case / "train.log").read_text())
-    init_ref, final_ref = arrays(cfg, case / "init.weights"), arrays(cfg, case / "final.weights")
+    init_ref, final_ref = arrays(cfg, home / "init.weights"), arrays(cfg, case / "final.weights")
     changed = [i for i, (a, b) in enumerate(zip(init_ref, final_ref)) if np.any(a != b)]
     worst_arr, worst_loss, per_seed = 0.0, [0.0] * len(ref_loss), []
     for seed in range(seeds):
         with tempfile.TemporaryDirectory() as d:
             d = Path(d)
             shutil.copy(cfg, d)
-            shutil.copy(case.parent / "sonnets.txt", d)
-            perturb(case / "init.weights", d / "init.weights", seed)
+            shutil.copy(home.parent / "sonnets.txt", d)
+            perturb(home / "init.weights", d / "init.weights", seed)
             (d / "backup").mkdir()
             env = dict(os.environ, DARKNET_SEED="7")
             r = subprocess.run([darknet, "rnn", "train", cfg.name, "init.weights", "-file", "sonnets.txt"],
