@@ -158,3 +158,23 @@ def test_connected_batch_norm_in_training(flavor):
     k = 0.01 if flavor == "cudnn" else 0.05
     assert abs(float(layer.rolling_mean[0]) - ((1 - k) * 1 + k * 3)) < 1e-6
     assert abs(float(layer.rolling_variance[0]) - ((1 - k) * 1 + k * 14 / 3)) < 1e-6
+
+
+def test_transposed_weights_file(tmp_path):
+    """A file whose header has major > 1000 holds every inner connected layer's weights as
+    (inputs, outputs): load_connected_weights transposes them back."""
+    import struct
+    net = darknet_py.build_network(DATA / "fw_gru.cfg", batch=1)
+    net.load_weights(DATA / "fw_gru.weights", verbose=False)
+    parts = [struct.pack("<iiiQ", 1001, 2, 5, 0)]
+    for layer in net.layers:
+        subs = [getattr(layer, n) for n in getattr(layer, "inner", ())] or [layer]
+        for c in subs:
+            for a in c.weight_arrays():
+                t = a.detach().t() if a is getattr(c, "weights", None) and a.dim() == 2 else a.detach()
+                parts.append(t.contiguous().numpy().astype("<f4").tobytes())
+    (tmp_path / "t.weights").write_bytes(b"".join(parts))
+    other = darknet_py.build_network(DATA / "fw_gru.cfg", batch=1)
+    other.load_weights(tmp_path / "t.weights", verbose=False)
+    for a, b in zip(net.parameters(), other.parameters()):
+        assert torch.equal(a, b)
