@@ -178,3 +178,81 @@ def test_transposed_weights_file(tmp_path):
     other.load_weights(tmp_path / "t.weights", verbose=False)
     for a, b in zip(net.parameters(), other.parameters()):
         assert torch.equal(a, b)
+
+
+def _lstm_backward_gpu(x, delta, W, U, T, B):
+    """A numpy transcription of backward_lstm_layer_gpu (float64) after forward_lstm_layer_gpu
+    from h = c = 0 on a fresh layer (dc = 0), linear inner layers without batch norm, each inner
+    layer's delta clamped to [-1, 1] by backward_connected_layer_gpu. One deliberate change: at
+    the first step the previous h and c are the batch's initial ones (0), where upstream reads
+    output[0] and cell[0] (lstm.py's docstring). Returns upstream's sign: state.delta (minus the
+    gradient wrt x), weight_updates (minus the gradient) of W[k] (h side) and U[k] (x side), and how
+    many inner deltas the clamp changed."""
+    sig = lambda v: 1 / (1 + np.exp(-v))
+    n = W["f"].shape[0]
+    h, c = np.zeros((B, n)), np.zeros((B, n))
+    pre, cells, outs = [], [], []
+    for t in range(T):
+        xt = x[t * B:(t + 1) * B]
+        a = {k: h @ W[k].T + xt @ U[k].T for k in "figo"}
+        f, i, g, o = sig(a["f"]), sig(a["i"]), np.tanh(a["g"]), sig(a["o"])
+        c = f * c + i * g
+        h = o * np.tanh(c)
+        pre.append((f, i, g, o))
+        cells.append(c)
+        outs.append(h)
+    ldelta = delta.reshape(T, B, n).copy()
+    dx = np.zeros_like(x)
+    dW = {k: np.zeros_like(W[k]) for k in "figo"}
+    dU = {k: np.zeros_like(U[k]) for k in "figo"}
+    dc = np.zeros((B, n))
+    clamped = 0
+    for t in reversed(range(T)):
+        f, i, g, o = pre[t]
+        c = cells[t]
+        prev_h = outs[t - 1] if t else np.zeros((B, n))
+        prev_c = cells[t - 1] if t else np.zeros((B, n))
+        xt = x[t * B:(t + 1) * B]
+        d = ldelta[t]
+        tc = np.tanh(c)
+        temp2 = d * o * (1 - tc * tc) + dc
+        gates = {"o": tc * d * o * (1 - o), "g": temp2 * i * (1 - g * g), "i": temp2 * g * i * (1 - i),
+                 "f": temp2 * prev_c * f * (1 - f)}
+        for k in "ogif":  # wk then uk, each backward_connected_layer_gpu: clamp, then gemms
+            gk = np.clip(gates[k], -1, 1)
+            clamped += int((gk != gates[k]).sum())
+            dW[k] += gk.T @ prev_h
+            if t:
+                ldelta[t - 1] += gk @ W[k]
+            dU[k] += gk.T @ xt
+            dx[t * B:(t + 1) * B] += gk @ U[k]
+        dc = temp2 * f
+    return dx, dW, dU, clamped
+
+
+def test_lstm_gradient_is_upstreams_cuda_backward():
+    """tinygrad-style: autograd through our LSTM (training, CUDA flavor) against the
+    transcription above, on 4 steps of 2 streams; deltas large enough that some inner deltas
+    are clamped."""
+    from darknet_py.cfg import parse_cfg_text
+    from darknet_py.network import Network
+    text = "[net]\ninputs=6\nbatch=2\ntime_steps=4\n\n[lstm]\noutput=5\n"
+    net = Network(parse_cfg_text(text, "l.cfg"), "l.cfg", train=True)
+    net.initialize(4)
+    layer = net.layers[0]
+    net.train()
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(8, 6, generator=g, dtype=torch.float64)
+    delta = torch.randn(8, 5, generator=g, dtype=torch.float64) * 6
+    layer.double()
+    xr = x.clone().requires_grad_(True)
+    y = layer(xr).reshape(8, 5)
+    (-(delta * y).sum()).backward()
+    W = {k: getattr(layer, "w" + k).weights.detach().numpy() for k in "figo"}
+    U = {k: getattr(layer, "u" + k).weights.detach().numpy() for k in "figo"}
+    dx, dW, dU, clamped = _lstm_backward_gpu(x.numpy(), delta.numpy(), W, U, 4, 2)
+    np.testing.assert_allclose(-xr.grad.numpy(), dx, rtol=1e-9, atol=1e-12)
+    for k in "figo":
+        np.testing.assert_allclose(-getattr(layer, "w" + k).weights.grad.numpy(), dW[k], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(-getattr(layer, "u" + k).weights.grad.numpy(), dU[k], rtol=1e-9, atol=1e-12)
+    assert clamped > 0  # the clamp was exercised
