@@ -28,8 +28,10 @@ skips the whole layer), burnin_update while burnin_update*burn_in > iteration, a
 dont_update while iteration <= dont_update. A conv layer with share_index updates the shared
 arrays a second time, as upstream (both layers point at one set of buffers). Upstream's CPU
 build differs: no NaN fixes, no clip, no adam, the flags above are ignored and shortcut
-weights get decay; none of that is in the parity fixtures. Recurrent layers (crnn, lstm...)
-other than [crnn] (its three convolutions, as update_crnn_layer) are not handled here.
+weights get decay; none of that is in the parity fixtures. Of the recurrent layers only
+[crnn] is updated (its three convolutions, as update_crnn_layer): [rnn], [gru] and [lstm] never
+set l.train either, so upstream never updates them (layers/recurrent.py); [conv_lstm] is not
+handled here.
 
 EMA (ema_alpha, after the update, from iteration max_batches/2): conv weights, biases and
 scales (only scales for a shared layer) of layers built with train=1 are averaged
