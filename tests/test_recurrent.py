@@ -256,3 +256,85 @@ def test_lstm_gradient_is_upstreams_cuda_backward():
         np.testing.assert_allclose(-getattr(layer, "w" + k).weights.grad.numpy(), dW[k], rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(-getattr(layer, "u" + k).weights.grad.numpy(), dU[k], rtol=1e-9, atol=1e-12)
     assert clamped > 0  # the clamp was exercised
+
+
+def _gru_backward_gpu(x, delta, S, I, T, B):
+    """A numpy transcription of backward_gru_layer_gpu (float64) after forward_gru_layer_gpu from
+    a zero state, linear inner layers without batch norm, each inner layer's delta clamped to
+    [-1, 1] by backward_connected_layer_gpu. One deliberate change: at the first step the
+    previous state is the batch's initial one (0), where upstream reads output[0] (gru.py's
+    docstring). S[k]: state_k weights, I[k]: input_k weights. Returns state.delta, the weight
+    updates of S and I, and how many inner deltas the clamp changed."""
+    sig = lambda v: 1 / (1 + np.exp(-v))
+    n = S["z"].shape[0]
+    s = np.zeros((B, n))
+    saved, outs = [], []
+    for t in range(T):
+        xt = x[t * B:(t + 1) * B]
+        z = sig(xt @ I["z"].T + s @ S["z"].T)
+        r = sig(xt @ I["r"].T + s @ S["r"].T)
+        h = sig(xt @ I["h"].T + (s * r) @ S["h"].T)
+        saved.append((z, r, h))
+        s = z * s + (1 - z) * h
+        outs.append(s)
+    ld = delta.reshape(T, B, n).copy()
+    dx = np.zeros_like(x)
+    dS = {k: np.zeros_like(S[k]) for k in "zrh"}
+    dI = {k: np.zeros_like(I[k]) for k in "zrh"}
+    clamped = 0
+
+    def clip(v):
+        nonlocal clamped
+        c = np.clip(v, -1, 1)
+        clamped += int((c != v).sum())
+        return c
+
+    for t in reversed(range(T)):
+        z, r, h = saved[t]
+        prev = outs[t - 1] if t else np.zeros((B, n))
+        xt = x[t * B:(t + 1) * B]
+        dc = ld[t]
+        dprev = dc * z  # weighted_delta_gpu
+        dh = dc * (1 - z) * h * (1 - h)
+        dz = dc * (prev - h) * z * (1 - z)
+        sh = clip(dh)  # state_h backward on forgot_state = prev * r
+        dS["h"] += sh.T @ (prev * r)
+        forgot = sh @ S["h"]
+        dprev += forgot * r
+        dr = forgot * prev * r * (1 - r)
+        for k, d in (("r", dr), ("z", dz)):  # state_r, state_z backward on prev
+            dk = clip(d)
+            dS[k] += dk.T @ prev
+            dprev += dk @ S[k]
+        for k, d in (("h", dh), ("r", dr), ("z", dz)):  # input_* backward on x
+            dk = clip(d)
+            dI[k] += dk.T @ xt
+            dx[t * B:(t + 1) * B] += dk @ I[k]
+        if t:
+            ld[t - 1] += dprev
+    return dx, dS, dI, clamped
+
+
+def test_gru_gradient_is_upstreams_cuda_backward():
+    from darknet_py.cfg import parse_cfg_text
+    from darknet_py.network import Network
+    text = "[net]\ninputs=6\nbatch=2\ntime_steps=4\n\n[gru]\noutput=5\n"
+    net = Network(parse_cfg_text(text, "g.cfg"), "g.cfg", train=True)
+    net.initialize(4)
+    layer = net.layers[0]
+    net.train()
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(8, 6, generator=g, dtype=torch.float64)
+    delta = torch.randn(8, 5, generator=g, dtype=torch.float64) * 12
+    layer.double()
+    xr = x.clone().requires_grad_(True)
+    y = layer(xr).reshape(8, 5)
+    (-(delta * y).sum()).backward()
+    S = {k: getattr(layer, f"state_{k}_layer").weights.detach().numpy() for k in "zrh"}
+    I = {k: getattr(layer, f"input_{k}_layer").weights.detach().numpy() for k in "zrh"}
+    dx, dS, dI, clamped = _gru_backward_gpu(x.numpy(), delta.numpy(), S, I, 4, 2)
+    assert clamped > 0
+    np.testing.assert_allclose(-xr.grad.numpy(), dx, rtol=1e-9, atol=1e-12)
+    for k in "zrh":
+        np.testing.assert_allclose(-getattr(layer, f"state_{k}_layer").weights.grad.numpy(), dS[k], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(-getattr(layer, f"input_{k}_layer").weights.grad.numpy(), dI[k], rtol=1e-9, atol=1e-12)
