@@ -41,6 +41,15 @@ def test_vec_matches_upstream(case):
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
 
 
+def test_vec_resets_the_state_for_each_line():
+    """reset_rnn_state before each line: the same line twice gives the same vector."""
+    out = io.StringIO()
+    vec_char_rnn(str(DATA / "fw_gru.cfg"), str(DATA / "fw_gru.weights"), b"The ",
+                 stdin=io.BytesIO(b"ab\nab\n"), out=out, err=io.StringIO())
+    a, b = out.getvalue().splitlines()
+    assert a == b and a.startswith("ab,")
+
+
 @pytest.mark.parametrize("case", TRAIN)
 def test_upstream_weights_round_trip(case, tmp_path):
     """final.weights was written by upstream's save_weights: it loads (size exactly the

@@ -97,9 +97,11 @@ class Recurrent(Layer):
         if stream is None:
             self._state = {}
             return
-        for t in self._state.values():
+        for k, t in self._state.items():
             if stream < t.shape[0]:
+                t = t.clone()  # a fresh tensor: the kept one may be an inference-mode tensor
                 t[stream] = 0
+                self._state[k] = t
 
     def carried(self, name: str, batch: int, size: int, like: torch.Tensor) -> torch.Tensor:
         """The state `name` (batch, size) from the previous call (zeros when there is none,

@@ -54,8 +54,9 @@ class RNN(Recurrent):
         t = self._state.get("state")
         if stream is None or t is None:
             return super().reset_state(stream)
-        flat = t.view(-1)
-        flat[stream * self.outputs:(stream + 1) * self.outputs] = 0
+        t = t.clone()  # a fresh tensor: the kept one may be an inference-mode tensor
+        t.view(-1)[stream * self.outputs:(stream + 1) * self.outputs] = 0
+        self._state["state"] = t
 
     def forward(self, x, outputs=None):
         self.prepare_inner()
