@@ -189,6 +189,27 @@ def test_transposed_weights_file(tmp_path):
         assert torch.equal(a, b)
 
 
+def _backward_through(section: str, seed: int, scale: float):
+    """A fresh [section] layer (6 inputs, 5 outputs, 4 steps of 2 streams), built for training,
+    in float64; autograd of -sum(delta * y) for a random delta (upstream's sign: the layer's
+    output delta). Returns the layer, x, delta and x with its gradient."""
+    from darknet_py.cfg import parse_cfg_text
+    from darknet_py.network import Network
+    text = f"[net]\ninputs=6\nbatch=2\ntime_steps=4\n\n[{section}]\noutput=5\n"
+    net = Network(parse_cfg_text(text, "r.cfg"), "r.cfg", train=True)
+    net.initialize(4)
+    layer = net.layers[0]
+    net.train()
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(8, 6, generator=g, dtype=torch.float64)
+    delta = torch.randn(8, 5, generator=g, dtype=torch.float64) * scale
+    layer.double()
+    xr = x.clone().requires_grad_(True)
+    y = layer(xr).reshape(8, 5)
+    (-(delta * y).sum()).backward()
+    return layer, x, delta, xr
+
+
 def _lstm_backward_gpu(x, delta, W, U, T, B):
     """A numpy transcription of backward_lstm_layer_gpu (float64) after forward_lstm_layer_gpu
     from h = c = 0 on a fresh layer (dc = 0), linear inner layers without batch norm, each inner
@@ -243,20 +264,7 @@ def test_lstm_gradient_is_upstreams_cuda_backward():
     """tinygrad-style: autograd through our LSTM (training, CUDA flavor) against the
     transcription above, on 4 steps of 2 streams; deltas large enough that some inner deltas
     are clamped."""
-    from darknet_py.cfg import parse_cfg_text
-    from darknet_py.network import Network
-    text = "[net]\ninputs=6\nbatch=2\ntime_steps=4\n\n[lstm]\noutput=5\n"
-    net = Network(parse_cfg_text(text, "l.cfg"), "l.cfg", train=True)
-    net.initialize(4)
-    layer = net.layers[0]
-    net.train()
-    g = torch.Generator().manual_seed(5)
-    x = torch.randn(8, 6, generator=g, dtype=torch.float64)
-    delta = torch.randn(8, 5, generator=g, dtype=torch.float64) * 6
-    layer.double()
-    xr = x.clone().requires_grad_(True)
-    y = layer(xr).reshape(8, 5)
-    (-(delta * y).sum()).backward()
+    layer, x, delta, xr = _backward_through("lstm", seed=5, scale=6)
     W = {k: getattr(layer, "w" + k).weights.detach().numpy() for k in "figo"}
     U = {k: getattr(layer, "u" + k).weights.detach().numpy() for k in "figo"}
     dx, dW, dU, clamped = _lstm_backward_gpu(x.numpy(), delta.numpy(), W, U, 4, 2)
@@ -325,20 +333,7 @@ def _gru_backward_gpu(x, delta, S, I, T, B):
 
 
 def test_gru_gradient_is_upstreams_cuda_backward():
-    from darknet_py.cfg import parse_cfg_text
-    from darknet_py.network import Network
-    text = "[net]\ninputs=6\nbatch=2\ntime_steps=4\n\n[gru]\noutput=5\n"
-    net = Network(parse_cfg_text(text, "g.cfg"), "g.cfg", train=True)
-    net.initialize(4)
-    layer = net.layers[0]
-    net.train()
-    g = torch.Generator().manual_seed(6)
-    x = torch.randn(8, 6, generator=g, dtype=torch.float64)
-    delta = torch.randn(8, 5, generator=g, dtype=torch.float64) * 12
-    layer.double()
-    xr = x.clone().requires_grad_(True)
-    y = layer(xr).reshape(8, 5)
-    (-(delta * y).sum()).backward()
+    layer, x, delta, xr = _backward_through("gru", seed=6, scale=12)
     S = {k: getattr(layer, f"state_{k}_layer").weights.detach().numpy() for k in "zrh"}
     I = {k: getattr(layer, f"input_{k}_layer").weights.detach().numpy() for k in "zrh"}
     dx, dS, dI, clamped = _gru_backward_gpu(x.numpy(), delta.numpy(), S, I, 4, 2)
