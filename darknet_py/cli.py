@@ -26,6 +26,7 @@ USAGE = """usage: darknet.py <function> ...   (darknet.py --help: the flags)
   rescale|rgbgr|reset|normalize|denormalize|oneoff CFG WEIGHTS OUT
   statistics CFG WEIGHTS            ops CFG           speed CFG [N]
   visualize CFG [WEIGHTS]           imtest|test IMAGE
+  rnn train|generate|valid|vec CFG [WEIGHTS] [-file F] [-seed S] [-len N] [-temp T] [-srand N]
   export CFG WEIGHTS OUT.onnx       (darknet_py's own)"""
 EXPORT_USAGE = ("usage: darknet.py export CFG WEIGHTS OUT.onnx [-batch N] [-width W -height H] [-dynamic] "
                 "[-postprocess [-thresh T]]")
@@ -572,13 +573,14 @@ def classify(f: Flags) -> int:
 # upstream's old demo programs (src/yolo.c, coco.c, cifar.c, go.c, ...): trained on data sets of their
 # own, with windows and cameras, not part of darknet's documented use; darknet_py does not provide them
 NOT_PROVIDED = ("yolo", "coco", "cifar", "go", "vid", "art", "tag", "compare", "dice", "writing", "captcha",
-                "nightmare", "super", "voxel", "3d", "rnn")
+                "nightmare", "super", "voxel", "3d")
 
 
 def _commands() -> dict:
     from . import tools
+    from .train.rnn import rnn_command
     return {"detector": detector, "classifier": classifier, "detect": detect, "classify": classify,
-            "export": export, **tools.COMMANDS}
+            "export": export, "rnn": rnn_command, **tools.COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -149,10 +149,16 @@ def _fold_batchnorm(l, eps) -> None:
     _put(l.rolling_variance, np.ones_like(var))
 
 
-def _batchnorm_layers(net):
+def _batchnorm_layers(net, recurrent=("gru", "lstm")):
+    """The batch-normalized [convolutional] / [connected] layers, and the inner connected layers of
+    batch-normalized recurrent layers of the kinds named (reset: gru and lstm; denormalize: gru only,
+    as upstream, whose LSTM branch tests for GRU a second time and so never runs)."""
     for i, l in enumerate(net.layers):
         if (_is_conv(l) and l.share_layer is None or _is_connected(l)) and l.bn:
             yield i, l
+        elif _kind(l) in recurrent and l.bn:
+            for inner in l._layers():
+                yield i, inner
 
 
 def reset(f: Flags) -> int:
@@ -169,9 +175,10 @@ def denormalize(f: Flags) -> int:
     """denormalize_net: batch norm folded in and dropped (the file has no batch-norm arrays)."""
     cfg, weights, out = _three(f, "denormalize")
     net = _net(cfg, weights, batch=None)
-    for _, l in list(_batchnorm_layers(net)):
+    for i, l in list(_batchnorm_layers(net, recurrent=("gru",))):
         _fold_batchnorm(l, "conv" if _is_conv(l) else "connected")
         l.bn = False
+        net.layers[i].bn = False
     net.save_weights(out)
     return 0
 
@@ -183,12 +190,19 @@ def normalize(f: Flags) -> int:
     net = _net(cfg, weights, batch=None)
     for l in net.layers:
         if (_is_conv(l) and l.share_layer is None or _is_connected(l)) and not l.bn:
-            n = l.biases.numel()
-            l.scales = torch.nn.Parameter(torch.ones(n))
-            l.register_buffer("rolling_mean", torch.zeros(n))
-            l.register_buffer("rolling_variance", torch.zeros(n))
-            l.bn = True
+            _add_batchnorm(l)
+        elif _kind(l) in ("gru", "lstm") and l.bn:  # upstream: fresh batch norm on every inner layer
+            for inner in l._layers():
+                _add_batchnorm(inner)
     net.save_weights(out)
+
+
+def _add_batchnorm(l) -> None:
+    n = l.biases.numel()
+    l.scales = torch.nn.Parameter(torch.ones(n))
+    l.register_buffer("rolling_mean", torch.zeros(n))
+    l.register_buffer("rolling_variance", torch.zeros(n))
+    l.bn = True
     return 0
 
 
@@ -312,18 +326,30 @@ def statistics(f: Flags) -> int:
     net = _net(pos[0], pos[1] or None, batch=None)
     for i, l in enumerate(net.layers):
         if _is_connected(l) and l.bn:
-            outputs = l.biases.numel()
             print(f"Connected Layer {i}")
-            print(_statistics_line("Scales ", _arr(l.scales)))
-            print(_statistics_line("Biases ", _arr(l.biases)))
-            # upstream passes l.outputs as the count: the first `outputs` weights only
-            print(_statistics_line("Weights ", _arr(l.weights)[:outputs]))
-        inner = getattr(l, "statistics_lines", None)  # recurrent layers: their inner layers
-        if inner is not None:
-            for line in inner(i):
-                print(line)
+            _print_connected_statistics(l)
+        if _kind(l) in _STAT_NAMES and l.bn:
+            print(f"{_kind(l).upper()} Layer {i}")
+            for label, inner in zip(_STAT_NAMES[_kind(l)], l._layers()):
+                print(label)
+                _print_connected_statistics(inner)
         print()
     return 0
+
+
+# statistics_net's labels of the inner layers, in the recurrent layers' own order
+_STAT_NAMES = {"gru": ("Input Z", "Input R", "Input H", "State Z", "State R", "State H"),
+               "lstm": ("wf", "wi", "wg", "wo", "uf", "ui", "ug", "uo")}
+
+
+def _print_connected_statistics(l) -> None:
+    """statistics_connected_layer."""
+    outputs = l.biases.numel()
+    if l.bn:
+        print(_statistics_line("Scales ", _arr(l.scales)))
+    print(_statistics_line("Biases ", _arr(l.biases)))
+    # upstream passes l.outputs as the count: the first `outputs` weights only
+    print(_statistics_line("Weights ", _arr(l.weights)[:outputs]))
 
 
 def layer_ops(l) -> int:
@@ -333,8 +359,9 @@ def layer_ops(l) -> int:
         return 2 * l.n * l.size * l.size * l.c * l.out_h * l.out_w
     if _is_connected(l):
         return 2 * l.inputs * l.outputs
-    inner = getattr(l, "ops", None)
-    return int(inner()) if callable(inner) else 0
+    if _kind(l) in ("rnn", "gru", "lstm"):  # their inner connected layers
+        return sum(2 * i.inputs * i.outputs for i in l._layers())
+    return 0
 
 
 def ops(f: Flags) -> int:

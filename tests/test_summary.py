@@ -41,7 +41,7 @@ CRNN_PARAMS = {("yolov3-tiny_occlusion_track", 13): 4132864, ("yolov3-tiny_occlu
 
 
 def test_every_summary_has_a_cfg():
-    assert len(NAMES) == 78
+    assert len(NAMES) == 83  # upstream's 87 cfgs but the 4 resnet/resnext ones (upstream fails on them)
     missing = [n for n in NAMES if not (CFG / f"{n}.cfg").is_file()]
     assert not missing
 

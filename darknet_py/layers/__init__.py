@@ -21,6 +21,7 @@ def _load_all() -> None:
                    detection, dropout, empty, gaussian_yolo, implicit, region, reorg, reorg_old, sam,
                    scale_channels, softmax)
     from . import conv_lstm, history, local, normalization  # noqa: F401
+    from . import gru, lstm, rnn  # noqa: F401
 
 
 __all__ = ["LAYERS", "register", "BuildContext", "Layer"]

@@ -28,10 +28,10 @@ skips the whole layer), burnin_update while burnin_update*burn_in > iteration, a
 dont_update while iteration <= dont_update. A conv layer with share_index updates the shared
 arrays a second time, as upstream (both layers point at one set of buffers). Upstream's CPU
 build differs: no NaN fixes, no clip, no adam, the flags above are ignored and shortcut
-weights get decay; none of that is in the parity fixtures. Recurrent layers (crnn, lstm...)
-other than [crnn] (its three convolutions, as update_crnn_layer) and [conv_lstm] (its inner
-convolutions, as update_conv_lstm_layer_gpu) are not handled here; [local] is never updated
-(make_local_layer never sets l.train).
+weights get decay; none of that is in the parity fixtures. Of the recurrent layers [crnn] (its
+three convolutions, as update_crnn_layer) and [conv_lstm] (its inner convolutions, as
+update_conv_lstm_layer_gpu) are updated; [rnn], [gru] and [lstm] never set l.train, so upstream
+never updates them (layers/recurrent.py), nor [local] (make_local_layer never sets l.train).
 
 EMA (ema_alpha, after the update, from iteration max_batches/2): conv weights, biases and
 scales (only scales for a shared layer) of layers built with train=1 are averaged

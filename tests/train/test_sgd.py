@@ -112,13 +112,15 @@ def test_sgd_two_iterations():
 
 
 def test_gradients_accumulate_over_subdivisions():
-    """Two backward passes before one step count as their sum (upstream's buffer += -grad)."""
+    """Two backward passes before one step count as their sum (upstream's buffer += -grad).
+    The loss's gradient stays below 1: the [connected] layer clamps the gradient at its output
+    to [-1, 1] (upstream's constrain_ongpu), which would cut a gradient of 2 down to 1."""
     a, b = make(), make()
     ga, gb = UpstreamSGD(a), UpstreamSGD(b)
     x = torch.randn(2, 2, 2, 2, generator=torch.Generator().manual_seed(9))
     for _ in range(2):
-        a(x)[3].sum().backward()
-    (2 * b(x)[3].sum()).backward()
+        (0.25 * a(x)[3].sum()).backward()
+    (0.5 * b(x)[3].sum()).backward()
     ga.step(0.01, 1)
     gb.step(0.01, 1)
     for p, q in zip(a.parameters(), b.parameters()):
