@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import window
 from ..chart import TrainChart
 from ..devices import select_device
 from ..network import Network, announce_detection_layers, build_network
@@ -159,8 +160,9 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
                    dont_show: bool = True, calc_map: bool = False, thresh: float = 0.25, iou_thresh: float = 0.5,
                    show_imgs: bool = False, chart: str | None = None, map_epochs: int = 4, gpus: list[int] | None = None,
                    workers: int | None = None, seed: int | None = None, out=sys.stdout, err=sys.stderr,
-                   dist=None, flavor: str | None = None, device: torch.device | str | None = None) -> int:
-    """`dist`: a distributed.Dist when this is one of several processes (rank 0 alone prints
+                   dist=None, flavor: str | None = None, device: torch.device | str | None = None,
+                   mjpeg_port: int = -1) -> int:
+    """`mjpeg_port`: stream the chart there (chart.py, stream.py). `dist`: a distributed.Dist when this is one of several processes (rank 0 alone prints
     and writes files; see darknet_py/train/distributed.py). `device`: default upstream's rule
     (devices.select_device: gpus[0], else GPU 0 when CUDA is present, else the CPU)."""
     from ..data import loader_from_net, read_list, read_obj_data, sizes_from_net
@@ -199,7 +201,8 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
     if dist is not None:
         sizes = dist.strided(sizes)
     Path(backup).mkdir(parents=True, exist_ok=True)
-    plot = TrainChart(base, o.max_batches, o.max_chart_loss, chart) if main_rank else _NoChart()
+    plot = TrainChart(base, o.max_batches, o.max_chart_loss, chart, dont_show=dont_show, mjpeg_port=mjpeg_port,
+                      out=out) if main_rank else _NoChart()
     bar = _progress(o.max_batches, start_iteration, out)
     avg_loss, avg_time = -1.0, -1.0
     iter_save = iter_save_last = iter_map = start_iteration
@@ -212,13 +215,16 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
             trainer.net.save_weights(path)
 
     # distributed: run_rank handles SIGTERM
-    with saved_on_interrupt(lambda: save(last), last, err, sigterm=dist is None) as stopped, closing(bar, loader):
+    with saved_on_interrupt(lambda: save(last), last, err, sigterm=dist is None) as stopped, \
+            closing(bar, loader, plot):
         if trainer.iteration < o.max_batches:
             stream = iter(loader.batches(imgs, sizes))
         while trainer.iteration < o.max_batches:
             t0 = time.time()
             x, truth = next(stream)
             load_time = time.time() - t0
+            if show_imgs and not dont_show and main_rank:  # upstream's show_imgs == 1
+                window.show_batch(x, truth)
             h, w = int(x.shape[-2]), int(x.shape[-1])
             if (w, h) != (trainer.net.options.width, trainer.net.options.height):
                 print(f"Resizing, random_coef = {getattr(net.layers[-1], 'random', 1.4) or 1.4:.2f} ", file=out)
@@ -332,14 +338,17 @@ def saved_on_interrupt(save_last, last: str, err=sys.stderr, sigterm: bool = Tru
 
 
 @contextlib.contextmanager
-def closing(bar, loader):
-    """The progress bar (or None) and the loader's workers end with the loop, however it ends."""
+def closing(bar, loader, chart=None):
+    """The progress bar (or None), the loader's workers and the chart's window and stream end
+    with the loop, however it ends."""
     try:
         yield
     finally:
         if bar is not None:
             bar.close()
         loader.close()
+        if chart is not None:
+            chart.close()
 
 
 def raise_on_sigterm():
@@ -376,6 +385,9 @@ class _NoChart:
         pass
 
     def save(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
 

@@ -1,0 +1,154 @@
+"""Upstream: show_image_mat / show_image_cv / wait_key_cv / destroy_all_windows_cv (src/image_opencv.cpp).
+
+OpenCV windows where a display exists: the chart while training, -show_imgs' augmented
+images, `detector test`'s predictions, the demos' frames. Without a display (no DISPLAY
+or WAYLAND_DISPLAY, an X server that does not answer, or an OpenCV built without a GUI)
+nothing is shown and nothing fails: the files are written as before. The X server is
+probed before OpenCV is asked, because OpenCV's Qt backend aborts the whole process
+(not an exception) when it cannot reach the display.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sys
+
+_state: dict[str, bool] = {}
+
+
+def _x_server_answers(display: str) -> bool:
+    m = re.fullmatch(r"(?P<host>[^:]*):(?P<num>\d+)(\.\d+)?", display)
+    if not m:
+        return False
+    host, num = m.group("host"), int(m.group("num"))
+    if host in ("", "unix"):
+        candidates = [f"/tmp/.X11-unix/X{num}"]
+        for path in candidates:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(1.0)
+            try:
+                s.connect(path)
+                return True
+            except OSError:
+                pass
+            finally:
+                s.close()
+        if host == "unix":
+            return False
+        host = "127.0.0.1"
+    try:
+        with socket.create_connection((host, 6000 + num), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _opencv_has_gui() -> bool:
+    import cv2
+
+    info = cv2.getBuildInformation()
+    start = info.find("GUI:")
+    if start < 0:
+        return False
+    block = info[start:start + 400]
+    return bool(re.search(r"\b(QT|GTK\+?|GTK2|GTK3|WIN32 UI|Cocoa|Wayland|FRAMEBUFFER)\b[^\n]*YES", block)) or \
+        bool(re.search(r"GUI:\s+(QT\d?|GTK\d?|WIN32|COCOA|WAYLAND)", block))
+
+
+def display_available() -> bool:
+    """True when OpenCV can open a window here (probed once per process)."""
+    if "ok" not in _state:
+        display = os.environ.get("DISPLAY", "")
+        ok = False
+        if display and _x_server_answers(display):
+            ok = True
+        elif os.environ.get("WAYLAND_DISPLAY") or sys.platform in ("win32", "darwin"):
+            ok = True
+        _state["ok"] = ok and _opencv_has_gui()
+    return _state["ok"]
+
+
+def _failed(name: str, e: Exception) -> None:
+    _state["ok"] = False
+    print(f"Warning: OpenCV cannot show the window {name!r} ({str(e).strip().splitlines()[-1] if str(e) else e}); "
+          f"continuing as with -dont_show", file=sys.stderr)
+
+
+def show(name: str, img, wait_ms: int | None = None, *, size: tuple[int, int] | None = None,
+         move: tuple[int, int] | None = None) -> int | None:
+    """show_image_mat(img, name) (a resizable window), then wait_key_cv(wait_ms) when given
+    (0: until a key is pressed). Returns the key (-1 for none), or None where nothing can be shown."""
+    if not display_available():
+        return None
+    import cv2
+
+    try:
+        cv2.namedWindow(name, cv2.WINDOW_NORMAL)
+        if move is not None:
+            cv2.moveWindow(name, *move)
+        if size is not None:
+            cv2.resizeWindow(name, *size)
+        cv2.imshow(name, img)
+        return cv2.waitKey(wait_ms) if wait_ms is not None else -1
+    except cv2.error as e:
+        _failed(name, e)
+        return None
+
+
+def destroy_all() -> None:
+    if not _state.get("ok"):
+        return
+    import cv2
+
+    try:
+        cv2.destroyAllWindows()
+    except cv2.error:
+        pass
+
+
+def bgr_of_image(im):
+    """A CHW float RGB image in [0, 1] as the HxWx3 uint8 BGR picture OpenCV shows (show_image_cv)."""
+    import numpy as np
+
+    a = np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4):
+        a = a.transpose(1, 2, 0)
+        if a.shape[2] >= 3:
+            a = a[:, :, 2::-1]
+    return np.ascontiguousarray((a * 255.0).round().astype(np.uint8))
+
+
+def show_batch(x, truth=None, *, wait_ms: int = 0) -> bool:
+    """-show_imgs without -dont_show: each augmented image of the batch (with its truth boxes
+    for a detector) in its own window aug_I, waiting for a key as upstream does
+    (wait_until_press_key_cv). False where nothing can be shown."""
+    if not display_available():
+        return False
+    import numpy as np
+
+    xs = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+    ys = None
+    if truth is not None:
+        ys = truth.detach().cpu().numpy() if hasattr(truth, "detach") else np.asarray(truth)
+    for i in range(xs.shape[0]):
+        if ys is not None and ys.ndim == 3:  # (n, max_boxes, truth_size)
+            from .data.detection import draw_preview
+
+            pic = draw_preview(xs[i], ys[i])
+        else:
+            pic = bgr_of_image(xs[i])
+        if show(f"aug_{i}", pic, wait_ms) is None:
+            return False
+    return True
+
+
+def show_and_wait(name: str, im) -> bool:
+    """`detector test` without -dont_show: show_image(im, name), wait_until_press_key_cv,
+    destroy_all_windows_cv. `im`: CHW float RGB in [0, 1] (darknet's image). False where
+    nothing can be shown (then nothing waits)."""
+    if not display_available():
+        return False
+    shown = show(name, bgr_of_image(im), 0) is not None
+    destroy_all()
+    return shown
