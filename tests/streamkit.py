@@ -106,3 +106,19 @@ def wait_streaming(server, n: int, timeout: float = 5.0) -> None:
             return
         time.sleep(0.01)
     raise AssertionError(f"{server.kind}: {n} streaming clients not seen within {timeout} s")
+
+
+def watched(cls, readers: list, request: bytes = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"):
+    """A subclass of a server class whose every instance has a Reader streaming from it
+    before the constructor returns (so a test sees the run's first frame)."""
+
+    class Watched(cls):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if self.running:
+                r = Reader(self.port, request)
+                wait_streaming(self, 1)
+                r.start()
+                readers.append(r)
+
+    return Watched
