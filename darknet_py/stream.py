@@ -437,9 +437,9 @@ class MjpegServer(_Server):
                 return
             jpg = buf.tobytes()
             head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpg)}\r\n\r\n".encode()
-            # the CRLF after the JPEG is the delimiter's own (RFC 2046), which upstream leaves out;
-            # readers that go by Content-Length skip it, browsers need it to find the boundary
-            self._part = head + jpg + b"\r\n"
+            # upstream's bytes exactly: no CRLF between the JPEG and the next "--mjpegstream"
+            # (RFC 2046 wants one; Chromium reads the parts either way, tested)
+            self._part = head + jpg
             self._part_seq = seq
         for c in watchers:
             if c.seq != self._part_seq:
