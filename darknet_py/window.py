@@ -5,7 +5,9 @@ images, `detector test`'s predictions, the demos' frames. Without a display (no 
 or WAYLAND_DISPLAY, an X server that does not answer, or an OpenCV built without a GUI)
 nothing is shown and nothing fails: the files are written as before. The X server is
 probed before OpenCV is asked, because OpenCV's Qt backend aborts the whole process
-(not an exception) when it cannot reach the display.
+(not an exception) when it cannot reach the display. The probe's connection stays open
+until OpenCV has made its own: an X server with no other client (Xvfb, xvfb-run) resets
+when its last client leaves, and a connection made during the reset fails.
 """
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ import re
 import socket
 import sys
 
-_state: dict[str, bool] = {}
+_state: dict = {}
 
 
 def _x_server_answers(display: str) -> bool:
+    """Connect to the display's socket; the connection is kept in _state["probe"]."""
     m = re.fullmatch(r"(?P<host>[^:]*):(?P<num>\d+)(\.\d+)?", display)
     if not m:
         return False
@@ -29,19 +32,24 @@ def _x_server_answers(display: str) -> bool:
             s.settimeout(1.0)
             try:
                 s.connect(path)
+                _state["probe"] = s
                 return True
             except OSError:
-                pass
-            finally:
                 s.close()
         if host == "unix":
             return False
         host = "127.0.0.1"
     try:
-        with socket.create_connection((host, 6000 + num), timeout=1.0):
-            return True
+        _state["probe"] = socket.create_connection((host, 6000 + num), timeout=1.0)
+        return True
     except OSError:
         return False
+
+
+def _release_probe() -> None:
+    probe = _state.pop("probe", None)
+    if probe is not None:
+        probe.close()
 
 
 def _opencv_has_gui() -> bool:
@@ -66,6 +74,8 @@ def display_available() -> bool:
         elif os.environ.get("WAYLAND_DISPLAY") or sys.platform in ("win32", "darwin"):
             ok = True
         _state["ok"] = ok and _opencv_has_gui()
+        if not _state["ok"]:
+            _release_probe()
     return _state["ok"]
 
 
@@ -89,9 +99,11 @@ def show(name: str, img, wait_ms: int | None = None, *, size: tuple[int, int] | 
             cv2.moveWindow(name, *move)
         if size is not None:
             cv2.resizeWindow(name, *size)
+        _release_probe()  # OpenCV holds its own connection now
         cv2.imshow(name, img)
         return cv2.waitKey(wait_ms) if wait_ms is not None else -1
     except cv2.error as e:
+        _release_probe()
         _failed(name, e)
         return None
 
