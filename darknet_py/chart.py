@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import window
+from . import display
 from .fileio import atomic_write_bytes
 
 FONT = cv2.FONT_HERSHEY_COMPLEX_SMALL
@@ -48,10 +48,10 @@ class TrainChart:
         self.text_iteration = 0
         self.map_points: list[tuple[int, float]] = []
         self.out = out
-        self.show = not dont_show and window.display_available()
+        self.show = not dont_show and display.has_display()
         if self.show:
             print(" If error occurs - run training with flag: -dont_show ", file=out)
-            self.show = window.show(self.window_name, self.img, 20, size=(IMG_SIZE, IMG_SIZE), move=(0, 0)) is not None
+            self.show = display.show(self.window_name, self.img, 20, size=(IMG_SIZE, IMG_SIZE), move=(0, 0)) is not None
         self.mjpeg = None
         if mjpeg_port > 0:
             from .stream import TRAIN_QUALITY, TRAIN_TIMEOUT, MjpegServer
@@ -114,7 +114,7 @@ class TrainChart:
                          f"{hours_left:2.2f} hours", (15, d + 33), FONT, 0.7, _bgr(0, 0, 100), 1, cv2.LINE_AA)
         key = -1
         if self.show:
-            key = window.show(self.window_name, img, 20)
+            key = display.show(self.window_name, img, 20)
             self.show = key is not None
         saved = False
         if force_save or key == ord("s") or iteration == self.max_batches - 1 \
@@ -133,7 +133,7 @@ class TrainChart:
             self.mjpeg.close()
             self.mjpeg = None
         if self.show:
-            window.destroy_all()
+            display.destroy_all()
             self.show = False
 
     def save(self) -> None:

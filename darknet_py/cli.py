@@ -152,8 +152,8 @@ def test_detector(args) -> int:
             imagelib.print_detections(dets, names, args.thresh, w, h, args.ext_output)
             drawn = imagelib.draw_detections(im, dets, names, args.thresh)
             imagelib.save_image(drawn, "predictions")
-            if not args.dont_show:  # a window where a display exists (window.py), as upstream
-                from .window import show_and_wait
+            if not args.dont_show:  # a window where a display exists (display.py), as upstream
+                from .display import show_and_wait
                 show_and_wait("predictions", drawn)
             if json_file:
                 if image_id:

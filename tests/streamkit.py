@@ -1,4 +1,6 @@
 """Plain-socket clients of darknet_py/stream.py's servers (127.0.0.1 only, bounded reads)."""
+import contextlib
+import http.server
 import json
 import socket
 import threading
@@ -122,3 +124,30 @@ def watched(cls, readers: list, request: bytes = b"GET / HTTP/1.1\r\nHost: 127.0
                 readers.append(r)
 
     return Watched
+
+
+@contextlib.contextmanager
+def post_server(delay: float = 0.0):
+    """An HTTP server on 127.0.0.1 that records each POST as (path, content type, body);
+    yields (port, records)."""
+    got = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            n = int(self.headers["Content-Length"])
+            got.append((self.path, self.headers["Content-Type"], self.rfile.read(n).decode()))
+            time.sleep(delay)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield httpd.server_port, got
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

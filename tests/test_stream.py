@@ -1,6 +1,5 @@
 """darknet_py/stream.py: the MJPEG and JSON servers and the HTTP poster, over plain sockets
 on 127.0.0.1 (upstream's framing: src/http_stream.cpp)."""
-import http.server
 import json
 import os
 import socket
@@ -15,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from streamkit import Reader, connect, decode_jpeg, parse_json_stream, parse_multipart, read_all, split_head, \
-    wait_streaming
+from streamkit import Reader, connect, decode_jpeg, parse_json_stream, parse_multipart, post_server, read_all, \
+    split_head, wait_streaming
 
 from darknet_py.stream import (BOUNDARY, HttpPoster, JsonServer, MAX_REQUEST, MjpegServer, parse_post_host)
 
@@ -233,10 +232,12 @@ def _producer(srv, seconds, chart):
 def test_bad_clients_never_slow_the_producer():
     """Stalled, mid-frame disconnecting, 20 concurrent, malformed, huge-request and other-path
     clients (tests/stream_attack.py, another process) against the chart stream while a
-    producer pushes the chart. Measured on the 2-core shared machine: median iteration
-    5.5 ms alone and 5.5 ms under attack, push() median 0.35 ms, 95th percentile 0.6 ms.
-    Bounds: the median under attack within 1.5x + 2 ms of the median alone, push()'s 95th
-    percentile under 25 ms (40x the one seen, for a loaded machine)."""
+    producer pushes the chart. Measured on the shared 2-core machine (load average 1 to 7):
+    median iteration 5.5-5.9 ms alone, 5.5-6.9 ms under attack (at most 1.22x); push()
+    median 0.3-0.5 ms, its 95th percentile 0.6 ms idle and up to 15 ms when the machine is
+    oversubscribed (the thread is descheduled, whatever it runs). Bounds: the median under
+    attack within 1.5x + 2 ms of the median alone; push()'s median under 3 ms; no push over
+    a second (none blocks on a client)."""
     chart = np.full((1000, 1000, 3), 255, np.uint8)
     with MjpegServer(0, host="127.0.0.1", quality=70, timeout=0.5, quiet=True) as srv:
         alone, _ = _producer(srv, 1.0, chart)
@@ -268,7 +269,7 @@ def test_bad_clients_never_slow_the_producer():
     print(f"median iteration alone {m_alone * 1e3:.2f} ms, under attack {m_loaded * 1e3:.2f} ms; "
           f"push median {statistics.median(pushes) * 1e3:.2f} ms, p95 {p95 * 1e3:.2f} ms; {result}")
     assert m_loaded <= 1.5 * m_alone + 0.002
-    assert p95 < 0.025
+    assert statistics.median(pushes) < 0.003 and max(pushes) < 1.0
     assert len(result["frames"]) == 20 and min(result["frames"]) >= 5, result["frames"]
     assert result["stalled"] == 3 and result["disconnects"] >= 5
     answers = result["answers"]
@@ -307,32 +308,13 @@ def test_parse_post_host():
 
 
 def test_http_poster_posts_text_plain_beside_the_caller():
-    got = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            n = int(self.headers["Content-Length"])
-            got.append((self.path, self.headers["Content-Type"], self.rfile.read(n).decode()))
-            time.sleep(0.2)  # a slow server: the caller must not wait for it
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
-    try:
-        poster = HttpPoster(f"127.0.0.1:{httpd.server_port}/hook")
+    with post_server(delay=0.2) as (port, got):  # a slow server: the caller must not wait for it
+        poster = HttpPoster(f"127.0.0.1:{port}/hook")
         t0 = time.perf_counter()
         for i in range(3):
             poster.post(f"dog, id: {i}\n")
         assert time.perf_counter() - t0 < 0.05
         poster.close(wait=10)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
     assert [g[0] for g in got] == ["/hook"] * 3 and got[0][1] == "text/plain"
     assert [g[2] for g in got] == [f"dog, id: {i}\n" for i in range(3)]
 

@@ -412,8 +412,8 @@ def demo_classifier(datacfg, cfgfile: str, weightfile: str | None, cam_index: in
         if cap is not None:
             cap.release()
         if show:
-            from .. import window
-            window.destroy_all()
+            from .. import display
+            display.destroy_all()
     elapsed = time.perf_counter() - t_start
     print(f"\n{frames} frames in {elapsed:.2f} s", file=out)
     return {"frames": frames, "avg_fps": frames / elapsed if elapsed > 0 else 0.0}

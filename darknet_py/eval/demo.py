@@ -50,9 +50,9 @@ def _frame_to_input(frame: np.ndarray, netw: int, neth: int, letter: bool) -> np
 def show_frame(title: str, frame: np.ndarray, wait_ms: int) -> tuple[bool, bool]:
     """Show a frame in the window `title`: (still showing, Esc pressed). Without a display,
     a warning and no more showing (as -dont_show)."""
-    from .. import window
+    from .. import display
 
-    key = window.show(title, frame, wait_ms)
+    key = display.show(title, frame, wait_ms)
     if key is None:
         print("Warning: no display for the demo window; continuing as with -dont_show", file=sys.stderr)
         return False, False
@@ -331,8 +331,8 @@ def demo(cfgfile: str, weightfile: str | None, names: list[str], classes: int, f
                 except OSError:
                     pass
         if show:
-            from .. import window
-            window.destroy_all()
+            from .. import display
+            display.destroy_all()
     elapsed = time.perf_counter() - start_lim
     overall = frames / elapsed if elapsed > 0 else 0.0
     print("input video stream closed. ", file=out)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import window
+from .. import display
 from ..chart import TrainChart
 from ..devices import select_device
 from .loop import (Trainer, _NoChart, _progress, basecfg, closing, inference_copy, save_final, saved_on_interrupt,
@@ -94,7 +94,7 @@ def train_classifier(datacfg: str, cfgfile: str, weightfile: str | None, *, clea
             x, truth = next(stream)
             print(f"Loaded: {time.time() - t0:f} seconds", file=out)
             if show_imgs and not dont_show and main_rank:  # upstream's show_imgs == 1
-                window.show_batch(x)
+                display.show_batch(x)
             t1 = time.time()
             loss = trainer.train_batch(x, truth, err)
             if avg_loss < 0 or not np.isfinite(avg_loss):

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import window
+from .. import display
 from ..chart import TrainChart
 from ..devices import select_device
 from ..network import Network, announce_detection_layers, build_network
@@ -224,7 +224,7 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
             x, truth = next(stream)
             load_time = time.time() - t0
             if show_imgs and not dont_show and main_rank:  # upstream's show_imgs == 1
-                window.show_batch(x, truth)
+                display.show_batch(x, truth)
             h, w = int(x.shape[-2]), int(x.shape[-1])
             if (w, h) != (trainer.net.options.width, trainer.net.options.height):
                 print(f"Resizing, random_coef = {getattr(net.layers[-1], 'random', 1.4) or 1.4:.2f} ", file=out)

@@ -1,11 +1,9 @@
 """detector demo / classifier demo with -mjpeg_port, -json_port, -http_post_host: the streams
 carry what the files carry (src/demo.c, src/http_stream.cpp)."""
-import http.server
 import io
 import json
 import socket
 import sys
-import threading
 from pathlib import Path
 
 import cv2
@@ -16,7 +14,8 @@ from evalkit import CFG, WEIGHTS
 from test_eval_demo_errors import FRAMES, make_video
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from streamkit import decode_jpeg, free_port, parse_json_stream, parse_multipart, split_head, watched  # noqa: E402
+from streamkit import (decode_jpeg, free_port, parse_json_stream, parse_multipart, post_server, split_head,  # noqa: E402
+                       watched)
 
 from darknet_py import stream  # noqa: E402
 from darknet_py.eval.demo import demo  # noqa: E402
@@ -83,29 +82,10 @@ def test_demo_ports_in_use_the_demo_goes_on(evaldir, eval_net, loopback, capsys)
 
 
 def test_demo_http_post(evaldir, eval_net, loopback):
-    got = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            n = int(self.headers["Content-Length"])
-            got.append((self.path, self.headers["Content-Type"], self.rfile.read(n).decode()))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
     video = make_video(evaldir)
-    out = io.StringIO()
-    try:
+    with post_server() as (port, got):
         demo(CFG, WEIGHTS, NAMES, 3, video, dont_show=True, json_file_output="frames.json",
-             http_post_host=f"127.0.0.1:{httpd.server_port}/hook", out=out, net=eval_net)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+             http_post_host=f"127.0.0.1:{port}/hook", out=io.StringIO(), net=eval_net)
     filed = json.loads((evaldir / "frames.json").read_text())
     with_objects = [f for f in filed if f["objects"]]
     assert len(got) == len(with_objects) > 0  # upstream posts only frames with an object

@@ -30,8 +30,8 @@ def case(tmp_path, monkeypatch):
     monkeypatch.setenv(stream.HOST_ENV, "127.0.0.1")
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    from darknet_py import window
-    monkeypatch.setattr(window, "_state", {})
+    from darknet_py import display
+    monkeypatch.setattr(display, "_state", {})
     return d
 
 

@@ -1,7 +1,7 @@
-"""Windows where a display exists (darknet_py/window.py): without -dont_show, `detector train`
+"""Windows where a display exists (darknet_py/display.py): without -dont_show, `detector train`
 shows the chart, -show_imgs the augmented images (each waits for a key, as upstream), and
 `detector test` the predictions (waits for a key). Headless, or with a display that does not
-answer, the files only and no error (OpenCV's Qt would abort the process: window.py probes
+answer, the files only and no error (OpenCV's Qt would abort the process: display.py probes
 the X server first). The display tests run under Xvfb; skipped, with the reason, without it."""
 import os
 import shutil
@@ -65,7 +65,7 @@ def xvfb():
 
 
 def test_no_display_nothing_is_shown(monkeypatch):
-    from darknet_py import window
+    from darknet_py import display
 
     for value in (None, f":{_unused_display()}"):  # unset, then a display nobody serves
         if value is None:
@@ -73,17 +73,18 @@ def test_no_display_nothing_is_shown(monkeypatch):
         else:
             monkeypatch.setenv("DISPLAY", value)
         monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-        monkeypatch.setattr(window, "_state", {})
-        assert window.display_available() is False
-        assert window.show("x", np.zeros((4, 4, 3), np.uint8), 1) is None
-        assert window.show_and_wait("x", np.zeros((3, 4, 4), np.float32)) is False
-        assert window.show_batch(np.zeros((2, 3, 4, 4), np.float32)) is False
+        monkeypatch.setattr(display, "_state", {})
+        assert display.has_display() is False
+        assert display.show("x", np.zeros((4, 4, 3), np.uint8), 1) is None
+        assert display.show_and_wait("x", np.zeros((3, 4, 4), np.float32)) is False
+        assert display.show_batch(np.zeros((2, 3, 4, 4), np.float32)) is False
+        assert display.show_image("x", np.zeros((3, 4, 4), np.float32)) is False and display.wait_key(1) == -1
 
 
 def test_train_without_dont_show_on_a_dead_display_writes_the_files(tmp_path):
     d = tmp_path / CASE
     shutil.copytree(TRAIN, d)
-    # before window.py, OpenCV's Qt aborted the process here (rc 134)
+    # before display.py probed, OpenCV's Qt aborted the process here (rc 134)
     r = _cli(["detector", "train", "obj.data", f"{CASE}.cfg", "init.weights"], d, _env(f":{_unused_display()}"))
     assert r.returncode == 0, r.stderr[-2000:]
     assert "If error occurs - run training with flag: -dont_show" not in r.stdout
@@ -95,7 +96,7 @@ SHOW_CHART = """
 import sys, cv2
 sys.path.insert(0, sys.argv[1])
 from darknet_py.chart import TrainChart
-from darknet_py import window
+from darknet_py import display
 c = TrainChart("w", 100, 20.0, out_dir=sys.argv[2], dont_show=False)
 for i in range(3):
     c.update(i, 5.0 - i, 1.0)
@@ -136,14 +137,29 @@ def _press_keys_until_done(proc, display, pattern, timeout=120.0):
     return presses
 
 
+def _run_pressing(args, cwd, display, pattern, before=None):
+    """Run darknet.py with args on the display, pressing Escape in the windows named by
+    pattern until it ends (before(proc), when given, runs first); (rc, stdout, stderr, presses)."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "darknet.py"), *args], cwd=cwd, env=_env(display),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if before is not None:
+            before(proc)
+        presses = _press_keys_until_done(proc, display, pattern)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, out, err, presses
+
+
 @pytest.mark.skipif(not XDOTOOL, reason="no xdotool here to press the key the window waits for")
 def test_detector_test_under_xvfb_shows_predictions_and_waits(xvfb, tmp_path):
     d = tmp_path / "map"
     shutil.copytree(MAP, d)
-    proc = subprocess.Popen([sys.executable, str(ROOT / "darknet.py"), "detector", "test", "obj.data",
-                             "map-yolov4-tiny.cfg", "trained.weights", "val/v0.png"], cwd=d, env=_env(xvfb),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+
+    def waits(proc):
         env, end, found = _env(xvfb), time.monotonic() + 120, ""
         while not found and proc.poll() is None and time.monotonic() < end:
             found = subprocess.run([XDOTOOL, "search", "--name", "^predictions$"], env=env, capture_output=True,
@@ -153,13 +169,10 @@ def test_detector_test_under_xvfb_shows_predictions_and_waits(xvfb, tmp_path):
         time.sleep(1.0)
         assert proc.poll() is None  # the window waits for a key, predictions.jpg already written
         assert (d / "predictions.jpg").is_file()
-        presses = _press_keys_until_done(proc, xvfb, "^predictions$")
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err[-2000:]
+
+    rc, out, err, presses = _run_pressing(["detector", "test", "obj.data", "map-yolov4-tiny.cfg", "trained.weights",
+                                           "val/v0.png"], d, xvfb, "^predictions$", waits)
+    assert rc == 0, err[-2000:]
     assert presses >= 1  # it waited for the key, in the window "predictions"
     assert (d / "predictions.jpg").is_file() and "Predicted in" in out
 
@@ -168,17 +181,9 @@ def test_detector_test_under_xvfb_shows_predictions_and_waits(xvfb, tmp_path):
 def test_show_imgs_under_xvfb_shows_each_augmented_image(xvfb, tmp_path):
     d = tmp_path / CASE
     shutil.copytree(TRAIN, d)
-    proc = subprocess.Popen([sys.executable, str(ROOT / "darknet.py"), "detector", "train", "obj.data",
-                             f"{CASE}.cfg", "init.weights", "-show_imgs"], cwd=d, env=_env(xvfb),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        presses = _press_keys_until_done(proc, xvfb, "^aug_")
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err[-2000:]
+    rc, out, err, presses = _run_pressing(["detector", "train", "obj.data", f"{CASE}.cfg", "init.weights",
+                                           "-show_imgs"], d, xvfb, "^aug_")
+    assert rc == 0, err[-2000:]
     # max_batches=3 of batch=2: six images, each waited for a key
     assert presses >= 6, presses
     assert len(list(d.glob("aug_*.jpg"))) >= 6

@@ -1,9 +1,10 @@
-"""Upstream: show_image_mat / show_image_cv / wait_key_cv / destroy_all_windows_cv (src/image_opencv.cpp).
+"""Upstream: show_image / show_image_mat / wait_key_cv / destroy_all_windows_cv (src/image_opencv.cpp).
 
 OpenCV windows where a display exists: the chart while training, -show_imgs' augmented
-images, `detector test`'s predictions, the demos' frames. Without a display (no DISPLAY
-or WAYLAND_DISPLAY, an X server that does not answer, or an OpenCV built without a GUI)
-nothing is shown and nothing fails: the files are written as before. The X server is
+images, `detector test`'s predictions, the demos' frames, the tools' pictures. Without a
+display (no DISPLAY or WAYLAND_DISPLAY, an X server that does not answer, or an OpenCV
+built without a GUI) nothing is shown and nothing fails: the callers write files, as
+upstream's build without OpenCV does. The X server is
 probed before OpenCV is asked, because OpenCV's Qt backend aborts the whole process
 (not an exception) when it cannot reach the display. The probe's connection stays open
 until OpenCV has made its own: an X server with no other client (Xvfb, xvfb-run) resets
@@ -64,7 +65,7 @@ def _opencv_has_gui() -> bool:
         bool(re.search(r"GUI:\s+(QT\d?|GTK\d?|WIN32|COCOA|WAYLAND)", block))
 
 
-def display_available() -> bool:
+def has_display() -> bool:
     """True when OpenCV can open a window here (probed once per process)."""
     if "ok" not in _state:
         display = os.environ.get("DISPLAY", "")
@@ -89,7 +90,7 @@ def show(name: str, img, wait_ms: int | None = None, *, size: tuple[int, int] | 
          move: tuple[int, int] | None = None) -> int | None:
     """show_image_mat(img, name) (a resizable window), then wait_key_cv(wait_ms) when given
     (0: until a key is pressed). Returns the key (-1 for none), or None where nothing can be shown."""
-    if not display_available():
+    if not has_display():
         return None
     import cv2
 
@@ -119,25 +120,35 @@ def destroy_all() -> None:
         pass
 
 
-def bgr_of_image(im):
-    """A CHW float RGB image in [0, 1] as the HxWx3 uint8 BGR picture OpenCV shows (show_image_cv)."""
-    import numpy as np
+def show_image(name: str, im, wait_ms: int = 1) -> bool:
+    """show_image_cv: a (C, H, W) float image in [0, 1] in the window `name`, then
+    waitKey(wait_ms); False where no window can be opened."""
+    from .image import to_bgr_uint8
 
-    a = np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)
-    if a.ndim == 3 and a.shape[0] in (1, 3, 4):
-        a = a.transpose(1, 2, 0)
-        if a.shape[2] >= 3:
-            a = a[:, :, 2::-1]
-    return np.ascontiguousarray((a * 255.0).round().astype(np.uint8))
+    return show(name, to_bgr_uint8(im), wait_ms) is not None
+
+
+def wait_key(ms: int = 0) -> int:
+    """wait_key_cv / wait_until_press_key_cv (0: until a key is pressed); -1 without a display."""
+    if not _state.get("ok"):
+        return -1
+    import cv2
+
+    try:
+        return cv2.waitKey(ms)
+    except cv2.error:
+        return -1
 
 
 def show_batch(x, truth=None, *, wait_ms: int = 0) -> bool:
     """-show_imgs without -dont_show: each augmented image of the batch (with its truth boxes
     for a detector) in its own window aug_I, waiting for a key as upstream does
     (wait_until_press_key_cv). False where nothing can be shown."""
-    if not display_available():
+    if not has_display():
         return False
     import numpy as np
+
+    from .image import to_bgr_uint8
 
     xs = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
     ys = None
@@ -149,7 +160,7 @@ def show_batch(x, truth=None, *, wait_ms: int = 0) -> bool:
 
             pic = draw_preview(xs[i], ys[i])
         else:
-            pic = bgr_of_image(xs[i])
+            pic = to_bgr_uint8(xs[i])
         if show(f"aug_{i}", pic, wait_ms) is None:
             return False
     return True
@@ -159,8 +170,8 @@ def show_and_wait(name: str, im) -> bool:
     """`detector test` without -dont_show: show_image(im, name), wait_until_press_key_cv,
     destroy_all_windows_cv. `im`: CHW float RGB in [0, 1] (darknet's image). False where
     nothing can be shown (then nothing waits)."""
-    if not display_available():
+    if not has_display():
         return False
-    shown = show(name, bgr_of_image(im), 0) is not None
+    shown = show_image(name, im, 0)
     destroy_all()
     return shown
