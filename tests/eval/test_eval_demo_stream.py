@@ -131,3 +131,17 @@ def test_classifier_demo_streams_frames(tmp_path, loopback, monkeypatch):
     got = [decode_jpeg(p) for p in parse_multipart(split_head(readers[0].data)[2])]
     assert len(got) >= 2 and got[-1].shape == (48, 64, 3)
     assert abs(float(got[-1].mean()) - 140) < 10
+
+
+def test_demo_command_line_serves_where_told(evaldir):
+    from evalkit import run_cli
+
+    video = make_video(evaldir)
+    mport, jport = free_port(), free_port()
+    r = run_cli(["detector", "demo", "obj.data", CFG, WEIGHTS, video, "-dont_show", "-mjpeg_port", str(mport),
+                 "-json_port", str(jport), "-http_post_host", "127.0.0.1:9/x"], evaldir,
+                env={stream.HOST_ENV: "127.0.0.1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f" MJPEG stream: http://127.0.0.1:{mport}/" in r.stdout and f" JSON stream: http://127.0.0.1:{jport}/" in r.stdout
+    assert r.stdout.count(" JSON-stream sent. ") == 4 and r.stdout.count(" MJPEG-stream sent. ") == 4
+    assert "not implemented" not in r.stderr and "Traceback" not in r.stderr

@@ -74,3 +74,41 @@ def test_port_in_use_training_goes_on(case, capsys):
     assert f"couldn't bind to port {port}" in err and f"-mjpeg_port {port} is not served" in err
     assert "MJPEG-stream sent." not in out.getvalue()
     assert (case / "backup" / f"{CASE}_final.weights").is_file() and (case / "chart.png").is_file()
+
+
+def test_classifier_train_streams_the_chart(tmp_path, make_weights, monkeypatch):
+    from test_classifier_cases import case_copy, run_main
+
+    c1 = "c1-darknet-ref"
+    d = case_copy("classifier", c1, tmp_path, make_weights)
+    monkeypatch.setenv(stream.HOST_ENV, "127.0.0.1")
+    readers = []
+    monkeypatch.setattr(stream, "MjpegServer", watched(stream.MjpegServer, readers))
+    port = free_port()
+    # through the command line: -mjpeg_port reaches train_classifier
+    code, out, err = run_main(["classifier", "train", "obj.data", f"{c1}.cfg", "init.weights", "-dont_show",
+                               "-mjpeg_port", str(port)], d)
+    assert code == 0, err[-2000:]
+    assert f"http://127.0.0.1:{port}/" in out and out.count(" MJPEG-stream sent. ") == 3
+    readers[0].join(10)
+    frames = [decode_jpeg(p) for p in parse_multipart(split_head(readers[0].data)[2])]
+    assert len(frames) >= 2 and frames[-1].shape == (1000, 1000, 3)
+    assert np.abs(frames[-1].astype(int) - cv2.imread(str(d / "chart.png"))).mean() < 3
+
+
+def test_detector_train_command_line_port_in_use(case):
+    import os
+    import subprocess
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", **{stream.HOST_ENV: "127.0.0.1"})
+        r = subprocess.run([sys.executable, str(ROOT / "darknet.py"), "detector", "train", "obj.data", f"{CASE}.cfg",
+                            "init.weights", "-dont_show", "-mjpeg_port", str(port)], cwd=case, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [line for line in r.stderr.splitlines() if str(port) in line]
+    assert len(lines) == 1 and "couldn't bind to port" in lines[0] and "goes on" in lines[0], lines
+    assert (case / "backup" / f"{CASE}_final.weights").is_file()
