@@ -193,6 +193,7 @@ class _Server:
                 self._expire()
             self._finish()
         except Exception as e:  # never take the run down: report and stop serving
+            self._closing = True  # push() now returns False at once
             self._log(f"error {self.sender}: the {self.kind} stream stopped ({type(e).__name__}: {e})")
         finally:
             for c in list(self._clients.values()):

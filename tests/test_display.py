@@ -92,6 +92,19 @@ def test_train_without_dont_show_on_a_dead_display_writes_the_files(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+def test_demo_without_dont_show_on_a_dead_display_runs_headless(tmp_path):
+    sys.path.insert(0, str(ROOT / "tests" / "eval"))
+    from evalkit import CFG, WEIGHTS, make_evaldir
+    from test_eval_demo_errors import make_video
+
+    d = make_evaldir(tmp_path / "map")
+    video = make_video(d)
+    r = _cli(["detector", "demo", "obj.data", CFG, WEIGHTS, video], d, _env(f":{_unused_display()}"))
+    assert r.returncode == 0, r.stderr[-2000:]  # OpenCV's Qt aborted here before (rc -6)
+    assert r.stdout.count("Objects:") == 4
+    assert "no display for the demo window; continuing as with -dont_show" in r.stderr
+
+
 SHOW_CHART = """
 import sys, cv2
 sys.path.insert(0, sys.argv[1])
