@@ -8,7 +8,8 @@ demand, atomically.
 Without -dont_show and where a display exists, the chart is shown in the window
 chart_CFG.png (waitKey(20) per iteration; 's' saves, as upstream). -mjpeg_port N hands the
 chart to an MJPEG server (darknet_py/stream.py) after every iteration, as draw_train_loss
-calls send_mjpeg(img, port, 500000, 70); the server encodes and sends in its own thread.
+calls send_mjpeg(img, port, 500000, 70); the server encodes and sends in its own thread, at
+most 10 pictures a second (the newest each time).
 """
 from __future__ import annotations
 
@@ -54,9 +55,10 @@ class TrainChart:
             self.show = display.show(self.window_name, self.img, 20, size=(IMG_SIZE, IMG_SIZE), move=(0, 0)) is not None
         self.mjpeg = None
         if mjpeg_port > 0:
-            from .stream import TRAIN_QUALITY, TRAIN_TIMEOUT, MjpegServer
+            from .stream import CHART_MAX_FPS, TRAIN_QUALITY, TRAIN_TIMEOUT, MjpegServer
 
-            server = MjpegServer(mjpeg_port, timeout=TRAIN_TIMEOUT, quality=TRAIN_QUALITY, out=out)
+            server = MjpegServer(mjpeg_port, timeout=TRAIN_TIMEOUT, quality=TRAIN_QUALITY, max_fps=CHART_MAX_FPS,
+                                 out=out)
             self.mjpeg = server if server.running else None
 
     def _grid(self) -> np.ndarray:

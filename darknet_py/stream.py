@@ -45,6 +45,8 @@ JSON_HEADER = b"HTTP/1.0 200 OK\r\n" + _COMMON_HEADERS + b"Content-Type: applica
 
 # upstream's values: send timeout (SO_SNDTIMEO) and JPEG quality of its callers
 TRAIN_TIMEOUT, TRAIN_QUALITY = 0.5, 70   # draw_train_loss: send_mjpeg(img, port, 500000, 70)
+CHART_MAX_FPS = 10.0  # ours: the chart changes by a dot per iteration; encoding 1000x1000 at
+                      # every iteration of a fast run would take a core from the training
 DEMO_TIMEOUT, DEMO_QUALITY = 0.4, 40     # demo: send_mjpeg(show_img, port, 400000, 40)
 JSON_TIMEOUT = 0.4                       # demo: send_json(..., 400000)
 HTTP_POST_TIMEOUT, HTTP_POST_PORT = 3.0, 80
@@ -213,7 +215,12 @@ class _Server:
                 t = min(t, c.deadline - now)
             if c.out:
                 t = min(t, c.progress + self.timeout - now)
+        t = min(t, self._next_due(now))
         return max(t, 0.0)
+
+    def _next_due(self, now: float) -> float:
+        """Seconds until work is due that no socket will announce (a rate-limited frame)."""
+        return 1.0
 
     def _accept(self) -> None:
         for _ in range(64):
@@ -368,7 +375,7 @@ class _Server:
         """The run ends: the closing bytes, a bounded wait for them to leave, then close."""
         for s in (self._sock, self._wake_r):
             self._sel.unregister(s)
-        self._deliver()
+        self._deliver(final=True)
         for c in self._streaming():
             c.out += self._closing_bytes(c)
             self._write(c)
@@ -385,7 +392,8 @@ class _Server:
     def _opening(self, c: _Client) -> bytes:
         raise NotImplementedError
 
-    def _deliver(self) -> None:
+    def _deliver(self, final: bool = False) -> None:
+        """New frames to the clients; `final`: the run ends, the newest frame goes out now."""
         raise NotImplementedError
 
     def _closing_bytes(self, c: _Client) -> bytes:
@@ -400,8 +408,13 @@ class MjpegServer(_Server):
     sender = "MJPG_sender"
     flag = "-mjpeg_port"
 
-    def __init__(self, port: int, *, timeout: float = DEMO_TIMEOUT, quality: int = DEMO_QUALITY, **kw):
+    def __init__(self, port: int, *, timeout: float = DEMO_TIMEOUT, quality: int = DEMO_QUALITY,
+                 max_fps: float = 0.0, **kw):
+        """max_fps > 0: at most that many frames encoded per second (the newest one each time),
+        so a fast producer costs the server a bounded share of a core."""
         self.quality = int(quality)
+        self._min_gap = 1.0 / max_fps if max_fps > 0 else 0.0
+        self._encoded_at = -1e9
         self._frame = None
         self._seq = 0
         self._part = b""
@@ -423,7 +436,12 @@ class MjpegServer(_Server):
     def _opening(self, c: _Client) -> bytes:
         return MJPEG_HEADER
 
-    def _deliver(self) -> None:
+    def _next_due(self, now: float) -> float:
+        if self._seq != self._part_seq and self._min_gap:
+            return max(0.0, self._encoded_at + self._min_gap - now)
+        return 1.0
+
+    def _deliver(self, final: bool = False) -> None:
         watchers = [c for c in self._streaming() if not c.out]
         if not watchers:
             return
@@ -432,6 +450,8 @@ class MjpegServer(_Server):
         if frame is None:
             return
         if seq != self._part_seq:
+            if not final and time.monotonic() - self._encoded_at < self._min_gap:
+                return  # _next_due wakes the loop when the gap has passed
             import cv2
             ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
             if not ok:
@@ -442,6 +462,7 @@ class MjpegServer(_Server):
             # (RFC 2046 wants one; Chromium reads the parts either way, tested)
             self._part = head + jpg
             self._part_seq = seq
+            self._encoded_at = time.monotonic()
         for c in watchers:
             if c.seq != self._part_seq:
                 c.out += self._part
@@ -477,7 +498,7 @@ class JsonServer(_Server):
             return head + self._last
         return head
 
-    def _deliver(self) -> None:
+    def _deliver(self, final: bool = False) -> None:
         while True:
             try:
                 text = self._queue.popleft()

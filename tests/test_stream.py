@@ -26,7 +26,7 @@ def _frames(n, h=120, w=160):
     """n pictures that differ: a grey level and a moving bar each."""
     out = []
     for i in range(n):
-        img = np.full((h, w, 3), 30 + 50 * i, np.uint8)
+        img = np.full((h, w, 3), (30 + 50 * i) % 256, np.uint8)
         img[:, (i * 20) % w:(i * 20) % w + 10] = (0, 0, 255)
         out.append(img)
     return out
@@ -330,3 +330,21 @@ def test_http_poster_unreachable_host_is_reported_once(capsys):
     poster.close(wait=10)
     err = capsys.readouterr().err
     assert err.count("couldn't post to") == 1 and "the run goes on" in err
+
+
+def test_max_fps_bounds_the_encoding_and_the_newest_frame_ends_the_stream():
+    frames = _frames(50, 60, 80)
+    with MjpegServer(0, host="127.0.0.1", max_fps=10, quiet=True) as srv:
+        r = Reader(srv.port)
+        wait_streaming(srv, 1)
+        r.start()
+        t0 = time.monotonic()
+        for f in frames:  # 50 frames in about 0.5 s
+            srv.push(f)
+            time.sleep(0.01)
+        spent = time.monotonic() - t0
+    r.join(10)
+    parts = parse_multipart(split_head(r.data)[2])
+    # one frame per 0.1 s at most, plus the first and the final one at close
+    assert 2 <= len(parts) <= spent * 10 + 2, (len(parts), spent)
+    assert np.abs(decode_jpeg(parts[-1]).astype(int) - frames[-1]).mean() < 6
