@@ -52,7 +52,8 @@ class TrainChart:
         self.show = not dont_show and display.has_display()
         if self.show:
             print(" If error occurs - run training with flag: -dont_show ", file=out)
-            self.show = display.show(self.window_name, self.img, 20, size=(IMG_SIZE, IMG_SIZE), move=(0, 0)) is not None
+            shown = display.show(self.window_name, self.img, 20, size=(IMG_SIZE, IMG_SIZE), move=(0, 0))
+            self.show = shown is not None
         self.mjpeg = None
         if mjpeg_port > 0:
             from .stream import CHART_MAX_FPS, TRAIN_QUALITY, TRAIN_TIMEOUT, MjpegServer

@@ -34,9 +34,9 @@ def train_classifier(datacfg: str, cfgfile: str, weightfile: str | None, *, clea
                      dontuse_opencv: bool = False, gpus: list[int] | None = None, workers: int | None = None,
                      seed: int | None = None, flavor: str | None = None, out=None, err=None,
                      dist=None, device=None, mjpeg_port: int = -1) -> int:
-    """`classifier train DATA CFG [WEIGHTS]`; -mjpeg_port streams the chart (chart.py). `dist`: a distributed.Dist when this is one of
-    several processes (rank 0 alone prints and writes files). out / err: default the current
-    sys.stdout / sys.stderr. `device`: default upstream's rule (devices.select_device)."""
+    """`classifier train DATA CFG [WEIGHTS]`; -mjpeg_port streams the chart (chart.py). `dist`:
+    a distributed.Dist when this is one of several processes (rank 0 alone prints and writes
+    files). out / err: default the current sys.stdout / sys.stderr. `device`: default upstream's rule (devices.select_device)."""
     from ..cfg import read_data_cfg
     from ..data import read_list
     from ..data.classifier import classifier_loader_from_net, read_label_names

@@ -162,8 +162,9 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
                    workers: int | None = None, seed: int | None = None, out=sys.stdout, err=sys.stderr,
                    dist=None, flavor: str | None = None, device: torch.device | str | None = None,
                    mjpeg_port: int = -1) -> int:
-    """`mjpeg_port`: stream the chart there (chart.py, stream.py). `dist`: a distributed.Dist when this is one of several processes (rank 0 alone prints
-    and writes files; see darknet_py/train/distributed.py). `device`: default upstream's rule
+    """`mjpeg_port`: stream the chart there (chart.py, stream.py). `dist`: a distributed.Dist
+    when this is one of several processes (rank 0 alone prints and writes files; see
+    darknet_py/train/distributed.py). `device`: default upstream's rule
     (devices.select_device: gpus[0], else GPU 0 when CUDA is present, else the CPU)."""
     from ..data import loader_from_net, read_list, read_obj_data, sizes_from_net
 

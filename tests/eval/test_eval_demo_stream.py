@@ -14,8 +14,8 @@ from evalkit import CFG, WEIGHTS
 from test_eval_demo_errors import FRAMES, make_video
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from streamkit import (decode_jpeg, free_port, parse_json_stream, parse_multipart, post_server, split_head,  # noqa: E402
-                       watched)
+from streamkit import (decode_jpeg, free_port, parse_json_stream, parse_multipart, post_server,  # noqa: E402
+                       split_head, watched)
 
 from darknet_py import stream  # noqa: E402
 from darknet_py.eval.demo import demo  # noqa: E402
@@ -142,6 +142,7 @@ def test_demo_command_line_serves_where_told(evaldir):
                  "-json_port", str(jport), "-http_post_host", "127.0.0.1:9/x"], evaldir,
                 env={stream.HOST_ENV: "127.0.0.1"})
     assert r.returncode == 0, r.stderr[-2000:]
-    assert f" MJPEG stream: http://127.0.0.1:{mport}/" in r.stdout and f" JSON stream: http://127.0.0.1:{jport}/" in r.stdout
+    assert f" MJPEG stream: http://127.0.0.1:{mport}/" in r.stdout
+    assert f" JSON stream: http://127.0.0.1:{jport}/" in r.stdout
     assert r.stdout.count(" JSON-stream sent. ") == 4 and r.stdout.count(" MJPEG-stream sent. ") == 4
     assert "not implemented" not in r.stderr and "Traceback" not in r.stderr
