@@ -4,6 +4,12 @@ chart.png and chart_CFG.png: a 1000x1000 canvas, the avg loss as blue dots (y fr
 max_chart_loss), the accuracy points (a detector's mAP, a classifier's top-K) in red joined by
 lines, a status line at the bottom. Saved every 100 iterations, at max_batches-1 and on
 demand, atomically.
+
+Without -dont_show and where a display exists, the chart is shown in the window
+chart_CFG.png (waitKey(20) per iteration; 's' saves, as upstream). -mjpeg_port N hands the
+chart to an MJPEG server (darknet_py/stream.py) after every iteration, as draw_train_loss
+calls send_mjpeg(img, port, 500000, 70); the server encodes and sends in its own thread, at
+most 10 pictures a second (the newest each time).
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from . import display
 from .fileio import atomic_write_bytes, folder_unwritable
 
 FONT = cv2.FONT_HERSHEY_COMPLEX_SMALL
@@ -26,8 +33,10 @@ def _bgr(r: int, g: int, b: int) -> tuple[int, int, int]:
 
 class TrainChart:
     def __init__(self, cfg_base: str, max_batches: int, max_loss: float = 20.0, chart_path: str | None = None,
-                 out_dir: str | os.PathLike = ".", accuracy_name: str = "mAP%"):
+                 out_dir: str | os.PathLike = ".", accuracy_name: str = "mAP%", dont_show: bool = True,
+                 mjpeg_port: int = -1, out=None):
         self.names = [Path(out_dir) / "chart.png", Path(out_dir) / f"chart_{cfg_base}.png"]
+        self.window_name = f"chart_{cfg_base}.png"
         self.max_batches = max(1, max_batches)
         self.max_loss = max_loss
         self.draw = IMG_SIZE - OFFSET
@@ -49,6 +58,19 @@ class TrainChart:
         self.accuracy_name = accuracy_name  # the label of the red curve: "mAP%", or "top5" for -topk
         self.text_iteration = 0
         self.map_points: list[tuple[int, float]] = []
+        self.out = out
+        self.show = not dont_show and display.has_display()
+        if self.show:
+            print(" If error occurs - run training with flag: -dont_show ", file=out)
+            shown = display.show(self.window_name, self.img, 20, size=(IMG_SIZE, IMG_SIZE), move=(0, 0))
+            self.show = shown is not None
+        self.mjpeg = None
+        if mjpeg_port > 0:
+            from .stream import CHART_MAX_FPS, TRAIN_QUALITY, TRAIN_TIMEOUT, MjpegServer
+
+            server = MjpegServer(mjpeg_port, timeout=TRAIN_TIMEOUT, quality=TRAIN_QUALITY, max_fps=CHART_MAX_FPS,
+                                 out=out)
+            self.mjpeg = server if server.running else None
 
     def _grid(self) -> np.ndarray:
         img = np.full((IMG_SIZE, IMG_SIZE, 3), 255, np.uint8)
@@ -103,12 +125,29 @@ class TrainChart:
         cv2.rectangle(img, (15, d + 18), (815, d + 38), (255, 255, 255), -1)
         cv2.putText(img, f"current avg loss = {avg_loss:2.4f}    iteration = {iteration}    approx. time left = "
                          f"{hours_left:2.2f} hours", (15, d + 33), FONT, 0.7, _bgr(0, 0, 100), 1, cv2.LINE_AA)
-        if force_save or iteration == self.max_batches - 1 or iteration // 100 > self.old_batch // 100 \
-                or mean_ap is not None:
+        key = -1
+        if self.show:
+            key = display.show(self.window_name, img, 20)
+            self.show = key is not None
+        saved = False
+        if force_save or key == ord("s") or iteration == self.max_batches - 1 \
+                or iteration // 100 > self.old_batch // 100 or mean_ap is not None:
             self.old_batch = iteration
             self.save()
-            return True
-        return False
+            saved = True
+        if self.mjpeg is not None:
+            self.mjpeg.push(img)
+            print(" MJPEG-stream sent. ", file=self.out)
+        return saved
+
+    def close(self) -> None:
+        """The end of the run: the stream closes (its clients are let go), the window goes."""
+        if self.mjpeg is not None:
+            self.mjpeg.close()
+            self.mjpeg = None
+        if self.show:
+            display.destroy_all()
+            self.show = False
 
     def save(self) -> None:
         """Write the chart files; one that cannot be written is warned about once (training goes on)."""

@@ -183,6 +183,9 @@ def test_detector(args) -> int:
             imagelib.print_detections(dets, names, args.thresh, w, h, args.ext_output)
             drawn = imagelib.draw_detections(im, dets, names, args.thresh)
             imagelib.save_image(drawn, "predictions")
+            if not args.dont_show:  # a window where a display exists (display.py), as upstream
+                from .display import show_and_wait
+                show_and_wait("predictions", drawn)
             if json_file:
                 if image_id:
                     json_file.write(", \n")
@@ -212,7 +215,8 @@ def train(args) -> int:
     gpus = parse_gpus(args.gpus)
     kw = dict(clear=args.clear, dont_show=args.dont_show, calc_map=args.map, thresh=args.thresh,
               iou_thresh=args.iou_thresh, show_imgs=args.show_imgs, chart=args.chart, map_epochs=args.mAP_epochs,
-              flavor=args.train_flavor, seed=args.seed, workers=args.workers, benchmark_layers=args.benchmark_layers)
+              flavor=args.train_flavor, seed=args.seed, workers=args.workers, benchmark_layers=args.benchmark_layers,
+              mjpeg_port=args.mjpeg_port)
     # --- several processes (train/distributed.py): -gpus with several ids, or under torchrun ---
     from .train import distributed
     if distributed.requested(gpus):
@@ -373,15 +377,11 @@ def demo_cmd(args) -> int:
         data = read_data_cfg(pos[0])
         classes = data.int("classes", 20)
         names, _ = read_names_file(data)
-        for flag in ("mjpeg_port", "json_port"):
-            if getattr(args, flag) > 0:
-                print(f"Warning: -{flag} is not implemented by this demo; ignored", file=sys.stderr)
-        if args.http_post_host:
-            print("Warning: -http_post_host is not implemented by this demo; ignored", file=sys.stderr)
         demo(pos[1], weights, names, classes, video, thresh=args.thresh, cam_index=args.c, frame_skip=args.s,
              prefix=args.prefix, out_filename=args.out_filename, dont_show=args.dont_show or args.benchmark,
              ext_output=args.ext_output, letter_box=args.letter_box, time_limit_sec=args.time_limit_sec,
              json_file_output=args.json_file_output, dontdraw_bbox=args.dontdraw_bbox, benchmark=args.benchmark,
+             mjpeg_port=args.mjpeg_port, json_port=args.json_port, http_post_host=args.http_post_host,
              benchmark_layers=args.benchmark_layers, device=_eval_device(args))
         return 0
     return _eval_call(run, args)
@@ -486,7 +486,7 @@ def classifier_train(args) -> int:
         print(args.gpus)
     kw = dict(clear=args.clear, dont_show=args.dont_show, calc_topk=args.topk, show_imgs=args.show_imgs,
               chart=args.chart, dontuse_opencv=args.dontuse_opencv, flavor=args.train_flavor, seed=args.seed,
-              workers=args.workers)
+              workers=args.workers, mjpeg_port=args.mjpeg_port)
     if distributed.requested(gpus):
         why = distributed.bad_gpu_ids(gpus) if not distributed.torchrun_env() else None
         if why:
@@ -529,7 +529,8 @@ def classifier_eval(sub: str, args) -> int:
         ev.test_classifier(datacfg, cfgfile, weights, device=device)
     else:
         ev.demo_classifier(datacfg, cfgfile, weights, args.c, filename, benchmark=args.benchmark,
-                           benchmark_layers=args.benchmark_layers, dont_show=args.dont_show, device=device)
+                           benchmark_layers=args.benchmark_layers, dont_show=args.dont_show, mjpeg_port=args.mjpeg_port,
+                           device=device)
     return 0
 
 

@@ -13,6 +13,12 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 
     torch.set_num_threads(int(_threads))
 
+# The suite runs headless wherever it runs: without -dont_show, darknet.py opens windows where a
+# display answers, and `detector test` / -show_imgs wait there for a key (as upstream).
+# tests/test_display.py starts its own Xvfb and passes its DISPLAY to the processes it runs.
+for _var in ("DISPLAY", "WAYLAND_DISPLAY"):
+    os.environ.pop(_var, None)
+
 import numpy as np
 import pytest
 

@@ -399,15 +399,15 @@ def test_classifier(datacfg, cfgfile: str, weightfile: str | None, out=None, err
 
 # ------------------------------------------------------------------------------ demo
 def demo_classifier(datacfg, cfgfile: str, weightfile: str | None, cam_index: int = 0, filename: str | None = None,
-                    benchmark: bool = False, dont_show: bool = False, out=None, err=None, device=None,
-                    benchmark_layers: bool = False) -> dict:
+                    benchmark: bool = False, dont_show: bool = False, mjpeg_port: int = -1, out=None, err=None,
+                    device=None, benchmark_layers: bool = False) -> dict:
     """Upstream: demo_classifier: each frame of the video (or camera -c N) resized to the
     network, classified, its top classes printed (`NN.N%: name`) with the FPS; shown in a
     window unless -dont_show (or no display). -benchmark classifies a blank image as fast as
-    it can. Returns {"frames", "avg_fps"}."""
+    it can. -mjpeg_port N streams the frames (darknet_py/stream.py). Returns {"frames", "avg_fps"}."""
     import cv2
 
-    from .demo import show_frame
+    from .demo import close_streams, open_streams, show_frame
 
     out = out or sys.stdout
     tty = hasattr(out, "isatty") and out.isatty()
@@ -423,6 +423,7 @@ def demo_classifier(datacfg, cfgfile: str, weightfile: str | None, cam_index: in
             raise EvalError(f"{filename}: cannot open this video" if filename else
                             f"camera {cam_index}: Couldn't connect to webcam.")
     show = not (dont_show or benchmark)
+    mjpeg = open_streams(mjpeg_port if not benchmark else -1, out=out)[0]
     blank = np.zeros((3, h, w), np.float32)
     fps = avg_fps = 0.0
     frames = counter = 0
@@ -457,6 +458,9 @@ def demo_classifier(datacfg, cfgfile: str, weightfile: str | None, cam_index: in
                 show, esc = show_frame("Classifier", frame, 10)
                 if esc:
                     break
+            if mjpeg is not None and frame is not None:
+                mjpeg.push(frame)
+                print(" MJPEG-stream sent. ", file=out)
             fps = curr if fps == 0 else 0.9 * fps + 0.1 * curr
             spent = time.perf_counter() - start
             if spent >= 3.0:
@@ -464,13 +468,12 @@ def demo_classifier(datacfg, cfgfile: str, weightfile: str | None, cam_index: in
                 counter = 0
                 start = time.perf_counter()
     finally:
+        close_streams(mjpeg)
         if cap is not None:
             cap.release()
         if show:
-            try:
-                cv2.destroyAllWindows()
-            except cv2.error:
-                pass
+            from .. import display
+            display.destroy_all()
     elapsed = time.perf_counter() - t_start
     print(f"\n{frames} frames in {elapsed:.2f} s", file=out)
     return {"frames": frames, "avg_fps": frames / elapsed if elapsed > 0 else 0.0}

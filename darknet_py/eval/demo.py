@@ -1,6 +1,7 @@
 """Upstream: demo (src/demo.c) with draw_detections_cv_v3 (src/image_opencv.cpp):
 `detector demo DATA CFG WEIGHTS [VIDEO] [-out_filename out.avi] [-dont_show] [-thresh T]
-[-ext_output] [-prefix NAME] [-json_file_output F] [-time_limit_sec S] [-c CAMERA] [-s SKIP]`.
+[-ext_output] [-prefix NAME] [-json_file_output F] [-time_limit_sec S] [-c CAMERA] [-s SKIP]
+[-mjpeg_port N] [-json_port N] [-http_post_host H]`.
 
 Frames are read with OpenCV (a file, a stream URL, or camera -c N when no video is
 given), resized (or letterboxed) to the network with cv2.resize as upstream's OpenCV
@@ -9,12 +10,13 @@ upstream draws them (box, label "name (NN%)"). Per frame the objects and the FPS
 printed ("Objects:", "name: NN%" lines, "FPS:x AVG_FPS:y"); -out_filename writes the
 annotated video (DIVX fourcc as upstream for .avi, mp4v for .mp4, then the other
 codecs OpenCV has), -prefix writes every frame to NAME_%08d.jpg, -json_file_output the
-detections of every frame as a JSON array.
+detections of every frame as a JSON array. -mjpeg_port streams the annotated frames,
+-json_port the same JSON frames as -json_file_output, -http_post_host posts each frame's
+objects (darknet_py/stream.py: servers beside the loop, which only hands frames over).
 
 Unlike upstream, each frame is drawn with its own detections (upstream shows a frame
 with the detections of a later one while its threads overlap capture and inference),
-and the screen-clearing escape codes are only written to a terminal. mjpeg/json ports
-and HTTP posting are not implemented.
+and the screen-clearing escape codes are only written to a terminal.
 """
 from __future__ import annotations
 
@@ -48,14 +50,13 @@ def _frame_to_input(frame: np.ndarray, netw: int, neth: int, letter: bool) -> np
 def show_frame(title: str, frame: np.ndarray, wait_ms: int) -> tuple[bool, bool]:
     """Show a frame in the window `title`: (still showing, Esc pressed). Without a display,
     a warning and no more showing (as -dont_show)."""
-    import cv2
+    from .. import display
 
-    try:
-        cv2.imshow(title, frame)
-        return True, cv2.waitKey(wait_ms) in (27, 1048603)
-    except cv2.error:
+    key = display.show(title, frame, wait_ms)
+    if key is None:
         print("Warning: no display for the demo window; continuing as with -dont_show", file=sys.stderr)
         return False, False
+    return True, key in (27, 1048603)
 
 
 def _c_round_pct(p: float) -> str:
@@ -129,6 +130,48 @@ def _json_frame(dets, names: list[str], frame_id: int) -> str:
     return f'{{\n "frame_id":{frame_id}, \n "objects": [ \n' + ", \n".join(items) + "\n ] \n}"
 
 
+def http_post_message(dets, names: list[str], videosource: str, out) -> str:
+    """send_http_post_request's text: "name, id: N" per object (its first class above
+    0.005, not "dont_show..."), then the local time and the video source; "" when no object.
+    Prints "name: NN% " per class as upstream does."""
+    lines = []
+    for i in range(len(dets)):
+        class_id = -1
+        for j in range(min(len(names), dets.probs.shape[1])):
+            p = dets.probs[i, j]
+            if p > F32(0.005) and not names[j].startswith("dont_show"):
+                if class_id < 0:
+                    class_id = j
+                print(f"{names[j]}: {_c_round_pct(p)}% ", end="", file=out)
+        if class_id >= 0:
+            lines.append(f"{names[class_id]}, id: {class_id}\n")
+    if not lines:
+        return ""
+    return "".join(lines) + f"\ntime:\n{time.strftime('%A %F %T')}\nvideosource:\n{videosource}"
+
+
+def open_streams(mjpeg_port: int = -1, json_port: int = -1, http_post_host: str | None = None, out=None):
+    """The demo's servers (None where not asked for, or where the port cannot be bound)."""
+    from ..stream import DEMO_QUALITY, DEMO_TIMEOUT, HttpPoster, JsonServer, MjpegServer
+
+    mjpeg = MjpegServer(mjpeg_port, timeout=DEMO_TIMEOUT, quality=DEMO_QUALITY, out=out) if mjpeg_port > 0 else None
+    jsons = JsonServer(json_port, out=out) if json_port > 0 else None
+    poster = None
+    if http_post_host:
+        try:
+            poster = HttpPoster(http_post_host)
+        except ValueError as e:
+            print(f"Warning: {e}; nothing is posted", file=sys.stderr)
+    return (mjpeg if mjpeg is not None and mjpeg.running else None,
+            jsons if jsons is not None and jsons.running else None, poster)
+
+
+def close_streams(*servers) -> None:
+    for s in servers:
+        if s is not None:
+            s.close()
+
+
 def _open_writer(path: str, fps: float, size: tuple[int, int]):
     import cv2
 
@@ -146,8 +189,8 @@ def demo(cfgfile: str, weightfile: str | None, names: list[str], classes: int, f
          thresh: float = 0.25, cam_index: int = 0, frame_skip: int = 0, prefix: str | None = None,
          out_filename: str | None = None, dont_show: bool = False, ext_output: bool = False,
          letter_box: bool = False, time_limit_sec: int = 0, json_file_output: str | None = None,
-         dontdraw_bbox: bool = False, benchmark: bool = False, out=None, net=None, device=None,
-         benchmark_layers: bool = False) -> dict:
+         dontdraw_bbox: bool = False, benchmark: bool = False, mjpeg_port: int = -1, json_port: int = -1,
+         http_post_host: str | None = None, out=None, net=None, device=None, benchmark_layers: bool = False) -> dict:
     """Run the demo loop to the end of the video; returns {"frames", "avg_fps", "output"}."""
     import cv2
     from ..fileio import atomic_write_bytes, atomic_write_text
@@ -201,6 +244,9 @@ def demo(cfgfile: str, weightfile: str | None, names: list[str], classes: int, f
         writer, _ = _open_writer(tmp_video, max(1, src_fps), (frame.shape[1], frame.shape[0]))
     show = not dont_show and not prefix
     json_parts: list[str] = []
+    mjpeg, jsons, poster = open_streams(mjpeg_port, json_port, http_post_host, out)
+    post_once = False
+    source = filename if filename else str(cam_index)
     fps = avg_fps = 0.0
     start_lim = before = start = time.perf_counter()
     frame_counter = frames = 0
@@ -221,8 +267,17 @@ def demo(cfgfile: str, weightfile: str | None, names: list[str], classes: int, f
             if tty:
                 print("\033[H\033[J", end="", file=out)
             print("Objects:\n", file=out)
+            frame_json = _json_frame(dets, names, frames) if (json_file_output or jsons) else None
+            if jsons is not None:
+                jsons.push(frame_json)
+                print(" JSON-stream sent. ", file=out)
             if json_file_output:
-                json_parts.append(_json_frame(dets, names, frames))
+                json_parts.append(frame_json)
+            if poster is not None and not post_once:
+                message = http_post_message(dets, names, source, out)
+                if message:
+                    poster.post(message)
+                    post_once = time_limit_sec > 0  # upstream: once per run under -time_limit_sec
             draw_frame(frame, dets, names, thresh, ext_output, out, draw=not (benchmark or dontdraw_bbox))
             print(f"\nFPS:{fps:.1f} \t AVG_FPS:{avg_fps:.1f}", file=out)
             if prefix:
@@ -233,6 +288,9 @@ def demo(cfgfile: str, weightfile: str | None, names: list[str], classes: int, f
                 show, esc = show_frame("Demo", frame, 1)
                 if esc:
                     break
+            if mjpeg is not None:
+                mjpeg.push(frame)
+                print(" MJPEG-stream sent. ", file=out)
             if writer is not None:
                 writer.write(frame)
                 print("\n cvWriteFrame ", file=out)
@@ -260,6 +318,7 @@ def demo(cfgfile: str, weightfile: str | None, names: list[str], classes: int, f
                     start = after
         completed = True
     finally:
+        close_streams(mjpeg, jsons, poster)
         if was_training:
             net.train()
         cap.release()
@@ -273,10 +332,8 @@ def demo(cfgfile: str, weightfile: str | None, names: list[str], classes: int, f
                 except OSError:
                     pass
         if show:
-            try:
-                cv2.destroyAllWindows()
-            except cv2.error:
-                pass
+            from .. import display
+            display.destroy_all()
     elapsed = time.perf_counter() - start_lim
     overall = frames / elapsed if elapsed > 0 else 0.0
     print("input video stream closed. ", file=out)

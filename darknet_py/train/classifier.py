@@ -18,6 +18,7 @@ import time
 import numpy as np
 import torch
 
+from .. import display
 from ..chart import TrainChart
 from ..devices import select_device
 from .loop import (Trainer, _NoChart, _progress, basecfg, closing, inference_copy, save_final, saved_on_interrupt,
@@ -32,10 +33,10 @@ def train_classifier(datacfg: str, cfgfile: str, weightfile: str | None, *, clea
                      dont_show: bool = True, calc_topk: bool = False, show_imgs: bool = False, chart: str | None = None,
                      dontuse_opencv: bool = False, gpus: list[int] | None = None, workers: int | None = None,
                      seed: int | None = None, flavor: str | None = None, out=None, err=None,
-                     dist=None, device=None) -> int:
-    """`classifier train DATA CFG [WEIGHTS]`. `dist`: a distributed.Dist when this is one of
-    several processes (rank 0 alone prints and writes files). out / err: default the current
-    sys.stdout / sys.stderr. `device`: default upstream's rule (devices.select_device)."""
+                     dist=None, device=None, mjpeg_port: int = -1) -> int:
+    """`classifier train DATA CFG [WEIGHTS]`; -mjpeg_port streams the chart (chart.py). `dist`:
+    a distributed.Dist when this is one of several processes (rank 0 alone prints and writes
+    files). out / err: default the current sys.stdout / sys.stderr. `device`: default upstream's rule (devices.select_device)."""
     from ..cfg import read_data_cfg
     from ..data import read_list
     from ..data.classifier import classifier_loader_from_net, read_label_names
@@ -74,8 +75,8 @@ def train_classifier(datacfg: str, cfgfile: str, weightfile: str | None, *, clea
     if main_rank and (why := backup_problem(backup)):  # before the first iteration, not at the first save
         print(f"Error: {why}", file=err)
         return 1
-    plot = TrainChart(base, o.max_batches, o.max_chart_loss, chart, accuracy_name=topk_name) \
-        if main_rank and not dontuse_opencv else _NoChart()
+    plot = TrainChart(base, o.max_batches, o.max_chart_loss, chart, accuracy_name=topk_name, dont_show=dont_show,
+                      mjpeg_port=mjpeg_port, out=out) if main_rank and not dontuse_opencv else _NoChart()
     start_iteration = trainer.iteration
     bar = _progress(o.max_batches, start_iteration, out)
     iter_save = iter_save_last = iter_topk = start_iteration
@@ -91,14 +92,16 @@ def train_classifier(datacfg: str, cfgfile: str, weightfile: str | None, *, clea
                                   save.done_seen // imgs + 1)
 
     start = time.time()
-    with saved_on_interrupt(lambda: save(last), last, err, sigterm=dist is None) as stopped, closing(bar, loader), \
-            stop_on_out_of_memory(out_of_memory, stopped, err,
-                                  lambda: save.after_failure(last)):
+    with saved_on_interrupt(lambda: save(last), last, err, sigterm=dist is None) as stopped, \
+            closing(bar, loader, plot), stop_on_out_of_memory(out_of_memory, stopped, err,
+                                                              lambda: save.after_failure(last)):
         stream = iter(loader.batches(imgs))
         while forever or trainer.iteration < o.max_batches:
             t0 = time.time()
             x, truth = next(stream)
             print(f"Loaded: {time.time() - t0:f} seconds", file=out)
+            if show_imgs and not dont_show and main_rank:  # upstream's show_imgs == 1
+                display.show_batch(x)
             t1 = time.time()
             loss = trainer.train_batch(x, truth, err)
             save.completed()

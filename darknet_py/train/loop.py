@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import display
 from ..chart import TrainChart
 from ..devices import select_device
 from ..network import Network, announce_detection_layers, build_network
@@ -160,9 +161,10 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
                    show_imgs: bool = False, chart: str | None = None, map_epochs: int = 4, gpus: list[int] | None = None,
                    workers: int | None = None, seed: int | None = None, out=sys.stdout, err=sys.stderr,
                    dist=None, flavor: str | None = None, device: torch.device | str | None = None,
-                   benchmark_layers: bool = False) -> int:
-    """`dist`: a distributed.Dist when this is one of several processes (rank 0 alone prints
-    and writes files; see darknet_py/train/distributed.py). `device`: default upstream's rule
+                   benchmark_layers: bool = False, mjpeg_port: int = -1) -> int:
+    """`mjpeg_port`: stream the chart there (chart.py, stream.py). `dist`: a distributed.Dist
+    when this is one of several processes (rank 0 alone prints and writes files; see
+    darknet_py/train/distributed.py). `device`: default upstream's rule
     (devices.select_device: gpus[0], else GPU 0 when CUDA is present, else the CPU)."""
     from ..data import loader_from_net, read_list, read_obj_data, sizes_from_net
 
@@ -206,7 +208,8 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
     if main_rank and (why := backup_problem(backup)):  # before the first iteration, not at the first save
         print(f"Error: {why}", file=err)
         return 1
-    plot = TrainChart(base, o.max_batches, o.max_chart_loss, chart) if main_rank else _NoChart()
+    plot = TrainChart(base, o.max_batches, o.max_chart_loss, chart, dont_show=dont_show, mjpeg_port=mjpeg_port,
+                      out=out) if main_rank else _NoChart()
     bar = _progress(o.max_batches, start_iteration, out)
     avg_loss, avg_time = -1.0, -1.0
     iter_save = iter_save_last = iter_map = start_iteration
@@ -225,9 +228,9 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
         return out_of_memory_line(kind, cfgfile, o, w, h, failed, largest)
 
     # distributed: run_rank handles SIGTERM
-    with saved_on_interrupt(lambda: save(last), last, err, sigterm=dist is None) as stopped, closing(bar, loader), \
-            stop_on_out_of_memory(out_of_memory, stopped, err,
-                                  lambda: save.after_failure(last)):
+    with saved_on_interrupt(lambda: save(last), last, err, sigterm=dist is None) as stopped, \
+            closing(bar, loader, plot), stop_on_out_of_memory(out_of_memory, stopped, err,
+                                                              lambda: save.after_failure(last)):
         if trainer.iteration < o.max_batches:
             stream = iter(loader.batches(imgs, sizes))
         while trainer.iteration < o.max_batches:
@@ -237,6 +240,8 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
             if o.track:
                 seq = max(1, o.subdivisions // o.sequential_subdivisions) if o.sequential_subdivisions else 1
                 print(f" sequential_subdivisions = {o.sequential_subdivisions}, sequence = {seq} ", file=out)
+            if show_imgs and not dont_show and main_rank:  # upstream's show_imgs == 1
+                display.show_batch(x, truth)
             h, w = int(x.shape[-2]), int(x.shape[-1])
             if (w, h) != (trainer.net.options.width, trainer.net.options.height):
                 print(f"Resizing, random_coef = {getattr(net.layers[-1], 'random', 1.4) or 1.4:.2f} ", file=out)
@@ -357,14 +362,17 @@ def saved_on_interrupt(save_last, last: str, err=sys.stderr, sigterm: bool = Tru
 
 
 @contextlib.contextmanager
-def closing(bar, loader):
-    """The progress bar (or None) and the loader's workers end with the loop, however it ends."""
+def closing(bar, loader, chart=None):
+    """The progress bar (or None), the loader's workers and the chart's window and stream end
+    with the loop, however it ends."""
     try:
         yield
     finally:
         if bar is not None:
             bar.close()
         loader.close()
+        if chart is not None:
+            chart.close()
 
 
 def raise_on_sigterm():
@@ -401,6 +409,9 @@ class _NoChart:
         pass
 
     def save(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
 
