@@ -413,7 +413,8 @@ def demo_classifier(datacfg, cfgfile: str, weightfile: str | None, cam_index: in
     tty = hasattr(out, "isatty") and out.isatty()
     print("Classifier Demo", file=out)
     c = Classifier(datacfg, cfgfile, weightfile, device=device, err=err, labels_key="names")
-    c.net.benchmark_layers = benchmark_layers
+    if benchmark_layers:
+        c.net.benchmark_layers = True
     top = c.top()
     w, h = c.size
     cap = None
