@@ -50,12 +50,6 @@ from .layers.upsample import Upsample
 from .options import NetOptions
 from . import weights as _weights
 
-# upstream's "Detection layer" set: what train_detector / test_detector take the last of
-DETECTION_LAYER_TYPES = ("yolo", "Gaussian_yolo", "region")
-# layers whose output get_network_boxes reads
-DETECTION_TYPES = DETECTION_LAYER_TYPES + ("detection",)
-# layers whose training forward reads the truth (upstream's state.truth) and computes a delta
-LOSS_LAYER_TYPES = DETECTION_TYPES + ("softmax", "cost")
 # whose training arithmetic: upstream's GPU (cuDNN) build, or its CPU build (module docstring)
 TRAIN_FLAVORS = ("cudnn", "cpu")
 
@@ -66,7 +60,7 @@ def announce_detection_layers(net, out=None):
     out = out or sys.stdout
     det = net.layers[-1]
     for layer in net.layers:
-        if layer.type_name in DETECTION_LAYER_TYPES:
+        if layer.is_detector_head:
             det = layer
             print(f" Detection layer: {layer.index} - type = {layer.type_id} ", file=out)
     return det
@@ -124,7 +118,7 @@ class Network(nn.Module):
         keep = {len(built) - 1, self.output_index}
         for layer in built:
             keep.update(layer.refs)
-            if layer.type_name in DETECTION_TYPES:
+            if layer.is_detection_output:
                 keep.add(layer.index)
         self._keep = keep
         self.unused_warnings = [] if quiet else warn_unused(sections)
@@ -141,7 +135,7 @@ class Network(nn.Module):
     def forward_train(self, x: torch.Tensor, flavor: str | None = None,
                       iteration: int | None = None) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
         """Training forward (see the module docstring): the outputs kept as forward() keeps
-        them plus those of every loss layer (LOSS_LAYER_TYPES), and the input of every loss layer. Layers up to frozen_upto(iteration) and
+        them plus those of every loss layer (Layer.produces_loss), and the input of every loss layer. Layers up to frozen_upto(iteration) and
         onlyforward layers run without gradient.
 
         flavor: default `self.train_flavor`. iteration: upstream's get_current_iteration
@@ -166,7 +160,7 @@ class Network(nn.Module):
         refs: dict[int, torch.Tensor] = {}  # what later layers read by index
         inputs: dict[int, torch.Tensor] = {}
         for layer in layers:
-            loss_layer = layer.type_name in LOSS_LAYER_TYPES
+            loss_layer = layer.produces_loss
             if loss_layer:
                 inputs[layer.index] = x
             if layer.onlyforward or layer.index <= stop:
@@ -202,7 +196,7 @@ class Network(nn.Module):
         return self
 
     def output_indices(self) -> list[int]:
-        out = [l.index for l in self.layers if l.type_name in DETECTION_TYPES]
+        out = [l.index for l in self.layers if l.is_detection_output]
         last = len(self.layers) - 1
         return out + ([last] if last not in out else [])
 
@@ -317,7 +311,7 @@ class Network(nn.Module):
 
 def _network_output_index(layers) -> int:
     i = len(layers) - 1
-    while i > 0 and layers[i].type_name == "cost":
+    while i > 0 and not layers[i].is_prediction:
         i -= 1
     return i
 

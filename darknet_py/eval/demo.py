@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from ..detections import network_boxes
+from ..layers.yolo import Yolo
 from .common import F32, EvalError, load_eval_network, nms_in_upstream_order
 
 DEMO_NMS = 0.45
@@ -170,7 +171,7 @@ def demo(cfgfile: str, weightfile: str | None, names: list[str], classes: int, f
             raise EvalError(f"camera {cam_index}: Couldn't connect to webcam.")
     layer = net.layers[-1]
     for lc in net.layers:
-        if lc.type_name == "yolo":
+        if isinstance(lc, Yolo):  # upstream's demo checks the last [yolo] layer's classes
             layer = lc
     lclasses = getattr(layer, "classes", None)
     if lclasses != classes:

@@ -10,6 +10,7 @@ import warnings
 
 import torch
 
+from ..yolo_delta import yolo_delta
 from . import register
 from .base import BuildContext, Layer
 
@@ -103,6 +104,7 @@ def read_training_keys(layer: Layer, s) -> None:
 class Yolo(Layer):
     type_name = "yolo"
     type_id = 28
+    is_detection_output = is_detector_head = produces_loss = True
 
     def __init__(self, ctx: BuildContext):
         super().__init__(ctx)
@@ -139,6 +141,11 @@ class Yolo(Layer):
         if self.scale_x_y != 1.0:
             xy = xy * self.scale_x_y - 0.5 * (self.scale_x_y - 1)
         return torch.cat([xy, rest], 2).reshape(n, a * k, h, w)
+
+    def loss(self, output, truth, net):
+        """forward_yolo_layer with truth (yolo_delta.py); the delta goes to the layer's input."""
+        delta, stats = yolo_delta(self, output, truth, net.netw, net.neth)
+        return self.delta_loss(net.inputs[self.index], delta, stats.cost, net.flavor, stats)
 
     def backward_surrogate(self, inp, delta, flavor):
         """backward_yolo_layer: l.delta straight to the previous layer; the GPU build's
