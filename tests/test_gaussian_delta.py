@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from darknet_py.gaussian_delta import gaussian_yolo_delta
+from darknet_py.layers.gaussian_yolo.delta import gaussian_yolo_delta
 from darknet_py.network import build_network
-from darknet_py.yolo_delta import FLT_MAX, class_multipliers, dx_box_iou
+from darknet_py.layers.yolo.delta import FLT_MAX, class_multipliers, dx_box_iou
 
 CFG = Path(__file__).resolve().parent.parent / "cfg"
 

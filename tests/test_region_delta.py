@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from darknet_py.network import build_network
-from darknet_py.region_delta import region_delta
+from darknet_py.layers.region.delta import region_delta
 
 CFG = Path(__file__).resolve().parent.parent / "cfg"
 

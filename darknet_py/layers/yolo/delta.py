@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .box import box_giou, box_iou, box_iou_kind
+from ...box import box_giou, box_iou, box_iou_kind
 
 FLT_MAX = 3.4028234663852886e38
 

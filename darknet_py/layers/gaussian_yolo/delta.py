@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .box import box_giou, box_iou, box_iou_kind
-from .region_delta import RegionStats, c_div, c_fsum, c_mag2, class_map, occurrence_rank
-from .yolo_delta import FLT_MAX, class_multipliers, dx_box_iou
+from ...box import box_giou, box_iou, box_iou_kind
+from ..region.delta import RegionStats, c_div, c_fsum, c_mag2, class_map, occurrence_rank
+from ..yolo.delta import FLT_MAX, class_multipliers, dx_box_iou
 
 F32 = torch.float32
 F64 = torch.float64

@@ -10,9 +10,9 @@ import warnings
 
 import torch
 
-from ..yolo_delta import yolo_delta
-from . import register
-from .base import BuildContext, Layer
+from .delta import yolo_delta
+from .. import register
+from ..base import BuildContext, Layer
 
 IOU_LOSSES = ("mse", "iou", "giou", "diou", "ciou")
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import torch
 
-from ..gaussian_delta import gaussian_yolo_delta
-from . import register
-from .base import BuildContext, Layer
-from .region import parse_region_anchors
-from .yolo import Yolo, read_head, read_training_keys
+from .delta import gaussian_yolo_delta
+from .. import register
+from ..base import BuildContext, Layer
+from ..region import parse_region_anchors
+from ..yolo import Yolo, read_head, read_training_keys
 
 NMS_KINDS = ("default", "greedynms", "diounms", "cornersnms")
 YOLO_POINTS = ("center", "left_top", "right_bottom")

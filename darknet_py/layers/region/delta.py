@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .box import box_iou
+from ...box import box_iou
 
 SEEN_PRIOR = 12800  # upstream pulls every box towards its anchor while net.seen < 12800
 ONLYCLASS = 100000  # a truth with x and y above this only trains the classes (softmax tree)

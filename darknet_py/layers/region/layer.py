@@ -14,10 +14,10 @@ import warnings
 
 import torch
 
-from ..region_delta import region_delta
-from . import register
-from .base import BuildContext, Layer
-from .softmax import SoftmaxTree, softmax_groups
+from .delta import region_delta
+from .. import register
+from ..base import BuildContext, Layer
+from ..softmax import SoftmaxTree, softmax_groups
 
 
 def parse_region_anchors(s, n: int, default: float, allow_extra: bool = True) -> list[float]:
