@@ -111,7 +111,7 @@ class Trainer:
         for i in range(n):
             # the loader hands tensors (numpy arrays work too): no copy on the CPU, one
             # non-blocking copy of pinned memory to a GPU; the truth stays on the host, where
-            # the detection layers plan their assignments (yolo_delta.py)
+            # the detection layers plan their assignments (layers/yolo/delta.py)
             xs = torch.as_tensor(x[i * mb:(i + 1) * mb]).to(self.device, non_blocking=True)
             if self.channels_last and xs.dim() == 4:
                 xs = xs.contiguous(memory_format=torch.channels_last)

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ...box import box_giou, box_iou, box_iou_kind
-from ..region.delta import RegionStats, c_div, c_fsum, c_mag2, class_map, occurrence_rank
-from ..yolo.delta import FLT_MAX, class_multipliers, dx_box_iou
+from ...box import box_giou, box_iou, box_iou_kind, dx_box_iou
+from ..delta_common import FLT_MAX, c_div, c_fsum, c_mag2, class_map, class_multipliers, finite, occurrence_rank
+from ..region.delta import RegionStats
 
 F32 = torch.float32
 F64 = torch.float64
@@ -72,10 +72,6 @@ def gaussian_boxes(x8, i, j, aw, ah, lw, lh, netw, neth, point):
     elif point == "right_bottom":
         bx, by = bx - bw / 2, by - bh / 2
     return torch.stack([bx, by, bw, bh], 1)
-
-
-def _fix(x):
-    return torch.where(torch.isfinite(x), x, torch.zeros_like(x))
 
 
 def _box_increment(layer, x8, i, j, aw, ah, lw, lh, netw, neth, truth4, scale, iou_norm):
@@ -122,8 +118,8 @@ def _box_increment(layer, x8, i, j, aw, ah, lw, lh, netw, neth, truth4, scale, i
         dw = (dw.double() * torch.exp(x8[:, 4].double())).float()
         dh = (dh.double() * torch.exp(x8[:, 6].double())).float()
         d_mu = [dx, dy, dw, dh]
-    d_mu = [_fix(d * iou_norm) for d in d_mu]
-    d_sig = [_fix(d * layer.uc_normalizer) for d in d_sig]
+    d_mu = [finite(d * iou_norm) for d in d_mu]
+    d_sig = [finite(d * layer.uc_normalizer) for d in d_sig]
     if layer.max_delta != FLT_MAX:
         d_mu = [d.clamp(-layer.max_delta, layer.max_delta) for d in d_mu]
         d_sig = [d.clamp(-layer.max_delta, layer.max_delta) for d in d_sig]
@@ -166,175 +162,252 @@ def gaussian_yolo_delta(layer, out: torch.Tensor, truth: torch.Tensor, netw: int
     class, ... (a row with x == 0 ends an image's list; upstream walks min(T, max_boxes)
     rows). adversarial: upstream's net.adversarial (only its adversarial-attack command sets
     it). Returns (delta (N, A*(9+C), H, W), GaussianStats).
+
+    The steps follow forward_gaussian_yolo_layer: every cell (objectness, ignored near a
+    truth, the cells above truth_thresh), every truth at its best anchors, then
+    averages_gaussian_yolo_deltas and the statistics.
     """
-    n_img = out.shape[0]
-    a, c, h, w = layer.n, layer.classes, layer.out_h, layer.out_w
-    k = 9 + c
-    dev = out.device
-    out5 = out.detach().float().reshape(n_img, a, k, h, w)
-    cells_out = out5.permute(0, 1, 3, 4, 2).reshape(-1, k)  # flat cell = ((b*a + n)*h + j)*w + i
-    delta = torch.zeros_like(cells_out)
-    anchors = torch.tensor(layer.anchors, dtype=F32, device=dev).view(-1, 2)
-    mask_t = torch.tensor(layer.mask, dtype=torch.long, device=dev)
-    mult_list = class_multipliers(layer)
-    mult = torch.tensor(mult_list, dtype=F32, device=dev) if mult_list is not None else None
-    cmap = class_map(layer)
-    stats = GaussianStats(cells=w * h * a * n_img)
+    p = _GaussianPass(layer, out, truth, netw, neth)
+    g = _CellGrid(p)
+    best = _best_truths(p, g)
+    d_obj = _objectness_deltas(p, g, best, adversarial)
+    _truth_thresh_cells(p, g, best, d_obj)
+    _truth_deltas(p)
+    # averages_gaussian_yolo_deltas: box deltas divided by the number of positive class deltas
+    delta = p.delta
+    npos = (delta[:, 9:] > 0).sum(1)
+    div = npos > 0
+    delta[div, :8] = delta[div, :8] / npos[div].unsqueeze(1).to(F32)
+    return _finish(p)
 
-    def mapped(cls):
-        if cmap is None:
+
+class _GaussianPass:
+    """One layer's training pass: its output and delta by cell (flat cell = ((b*a + n)*h + j)*w
+    + i), the truth rows upstream walks, anchors, class multipliers and map, the statistics."""
+
+    def __init__(self, layer, out: torch.Tensor, truth: torch.Tensor, netw: int, neth: int):
+        self.layer, self.netw, self.neth = layer, netw, neth
+        self.n_img = n_img = out.shape[0]
+        a, c, h, w = layer.n, layer.classes, layer.out_h, layer.out_w
+        self.shape = (n_img, a, 9 + c, h, w)
+        self.dev = dev = out.device
+        self.out5 = out.detach().float().reshape(self.shape)
+        self.cells_out = self.out5.permute(0, 1, 3, 4, 2).reshape(-1, 9 + c)
+        self.delta = torch.zeros_like(self.cells_out)
+        self.anchors = torch.tensor(layer.anchors, dtype=F32, device=dev).view(-1, 2)
+        self.mask_t = torch.tensor(layer.mask, dtype=torch.long, device=dev)
+        mult_list = class_multipliers(layer)
+        self.mult = torch.tensor(mult_list, dtype=F32, device=dev) if mult_list is not None else None
+        self.cmap = class_map(layer)
+        self.stats = GaussianStats(cells=w * h * a * n_img)
+        self.t_rows = t_rows = min(truth.shape[1], layer.max_boxes)
+        self.truth = truth[:, :t_rows].to(dev, F32)
+        self.tx = self.truth[:, :, 0]
+        self.cls_all = (self.truth[:, :, 4].long() if t_rows
+                        else torch.zeros((n_img, 0), dtype=torch.long, device=dev))
+        stop = (self.tx == 0) & (self.cls_all < c)
+        self.considered = torch.cumprod((~stop).to(torch.int32), 1).bool() & (self.cls_all < c)
+
+    def mapped(self, cls):
+        if self.cmap is None:
             return cls
-        return torch.tensor([cmap[q] for q in cls.tolist()], dtype=torch.long, device=dev)
+        return torch.tensor([self.cmap[q] for q in cls.tolist()], dtype=torch.long, device=self.dev)
 
-    def cmult(cls):
-        return mult[cls] if mult is not None else torch.ones(cls.shape, dtype=F32, device=dev)
+    def cmult(self, cls):
+        return self.mult[cls] if self.mult is not None else torch.ones(cls.shape, dtype=F32, device=self.dev)
 
-    t_rows = min(truth.shape[1], layer.max_boxes)
-    truth = truth[:, :t_rows].to(dev, F32)
-    tx = truth[:, :, 0]
-    cls_all = truth[:, :, 4].long() if t_rows else torch.zeros((n_img, 0), dtype=torch.long, device=dev)
-    stop = (tx == 0) & (cls_all < c)
-    considered = torch.cumprod((~stop).to(torch.int32), 1).bool() & (cls_all < c)
 
-    # every cell: best overlapping truth (any / with a confident class), objectness targets
-    shape = (n_img, a, h, w)
-    bb = torch.arange(n_img, device=dev).view(-1, 1, 1, 1).expand(shape).reshape(-1)
-    nn_ = torch.arange(a, device=dev).view(1, -1, 1, 1).expand(shape).reshape(-1)
-    jj = torch.arange(h, device=dev, dtype=F32).view(1, 1, -1, 1).expand(shape).reshape(-1)
-    ii = torch.arange(w, device=dev, dtype=F32).view(1, 1, 1, -1).expand(shape).reshape(-1)
-    anc = anchors[mask_t[nn_]]
-    x8 = cells_out[:, :8]
-    obj = cells_out[:, 8]
-    out_cls = cells_out[:, 9:]
-    pred = gaussian_boxes(x8, ii, jj, anc[:, 0], anc[:, 1], w, h, netw, neth, layer.yolo_point)
-    stats.avg_anyobj = c_fsum(out5[:, :, 8].permute(0, 2, 3, 1))  # upstream's order: image, row, column, anchor
-    d_obj = layer.obj_normalizer * (0 - obj)
+class _CellGrid:
+    """Every cell's image, anchor, row and column, its outputs and its predicted box."""
+
+    def __init__(self, p: _GaussianPass):
+        n_img, a, _, h, w = p.shape
+        dev, shape = p.dev, (n_img, a, h, w)
+        self.bb = torch.arange(n_img, device=dev).view(-1, 1, 1, 1).expand(shape).reshape(-1)
+        self.nn = torch.arange(a, device=dev).view(1, -1, 1, 1).expand(shape).reshape(-1)
+        self.jj = torch.arange(h, device=dev, dtype=F32).view(1, 1, -1, 1).expand(shape).reshape(-1)
+        self.ii = torch.arange(w, device=dev, dtype=F32).view(1, 1, 1, -1).expand(shape).reshape(-1)
+        self.anc = p.anchors[p.mask_t[self.nn]]
+        self.x8 = p.cells_out[:, :8]
+        self.obj = p.cells_out[:, 8]
+        self.out_cls = p.cells_out[:, 9:]
+        self.pred = gaussian_boxes(self.x8, self.ii, self.jj, self.anc[:, 0], self.anc[:, 1], w, h, p.netw, p.neth,
+                                   p.layer.yolo_point)
+
+
+def _best_truths(p: _GaussianPass, g: _CellGrid):
+    """Each cell's best overlapping truth (best_iou, best_t) and the best among cells with a
+    confident class (bm_iou, bm_t); rows past the last one any image uses cannot matter."""
+    considered = p.considered
     t_eff = int(considered.any(0).nonzero().max().item()) + 1 if bool(considered.any()) else 0
-    if t_eff:  # rows past the last one any image uses cannot matter
-        iou = box_iou(pred.view(n_img, -1, 1, 4), truth[:, None, :t_eff, :4]).reshape(-1, t_eff)  # (cells, T)
-        iou = torch.where(considered[bb, :t_eff] & ~torch.isnan(iou), iou, torch.zeros_like(iou))
-        best_iou, best_t = iou.max(1)
-        class_match = (out_cls > 0.25).any(1)
-        bm_iou, bm_t = torch.where(class_match.unsqueeze(1), iou, torch.zeros_like(iou)).max(1)
-    else:
-        best_iou = bm_iou = torch.zeros_like(obj)
-        best_t = bm_t = torch.zeros_like(nn_)
+    if not t_eff:
+        zero, first = torch.zeros_like(g.obj), torch.zeros_like(g.nn)
+        return zero, first, zero, first
+    iou = box_iou(g.pred.view(p.n_img, -1, 1, 4), p.truth[:, None, :t_eff, :4]).reshape(-1, t_eff)  # (cells, T)
+    iou = torch.where(considered[g.bb, :t_eff] & ~torch.isnan(iou), iou, torch.zeros_like(iou))
+    best_iou, best_t = iou.max(1)
+    class_match = (g.out_cls > 0.25).any(1)
+    bm_iou, bm_t = torch.where(class_match.unsqueeze(1), iou, torch.zeros_like(iou)).max(1)
+    return best_iou, best_t, bm_iou, bm_t
+
+
+def _objectness_deltas(p: _GaussianPass, g: _CellGrid, best, adversarial: bool) -> torch.Tensor:
+    """Every cell's objectness toward 0, ignored (or with objectness_smooth, toward iou^2 with
+    the class written) above ignore_thresh; the adversarial variant. Returned, to be stored
+    once the truth_thresh cells have written theirs."""
+    layer, delta, obj = p.layer, p.delta, g.obj
+    _, _, bm_iou, bm_t = best
+    p.stats.avg_anyobj = c_fsum(p.out5[:, :, 8].permute(0, 2, 3, 1))  # upstream's order: image, row, column, anchor
+    d_obj = layer.obj_normalizer * (0 - obj)
     ign = bm_iou > layer.ignore_thresh
     if layer.objectness_smooth:
         d_obj = torch.where(ign, layer.obj_normalizer * (bm_iou * bm_iou - obj), d_obj)
         if ign.any():
-            cls = mapped(cls_all[bb[ign], bm_t[ign]])
-            delta[ign, 9:], _ = _class_write(layer, out_cls[ign], delta[ign, 9:], cls, mult)
+            cls = p.mapped(p.cls_all[g.bb[ign], bm_t[ign]])
+            delta[ign, 9:], _ = _class_write(layer, g.out_cls[ign], delta[ign, 9:], cls, p.mult)
     else:
         d_obj = torch.where(ign, torch.zeros_like(d_obj), d_obj)
     if adversarial:
         adv = ~ign
-        sc = pred[:, 2] * pred[:, 3]
+        sc = g.pred[:, 2] * g.pred[:, 3]
         sc = torch.where(sc > 0, torch.sqrt(sc.double()).float(), sc)
         d_obj = torch.where(adv, sc * layer.obj_normalizer * (0 - obj), d_obj)
-        hit = adv.unsqueeze(1) & (out_cls * obj.unsqueeze(1) > 0.25)
-        delta[:, 9:] = torch.where(hit, sc.unsqueeze(1) * (0 - out_cls), delta[:, 9:])
+        hit = adv.unsqueeze(1) & (g.out_cls * obj.unsqueeze(1) > 0.25)
+        delta[:, 9:] = torch.where(hit, sc.unsqueeze(1) * (0 - g.out_cls), delta[:, 9:])
+    return d_obj
+
+
+def _truth_thresh_cells(p: _GaussianPass, g: _CellGrid, best, d_obj: torch.Tensor) -> None:
+    """The cells whose best truth overlaps above truth_thresh take its objectness, class and
+    (accumulated) box deltas; then every cell's objectness delta is stored."""
+    layer, delta = p.layer, p.delta
+    best_iou, best_t, _, _ = best
+    n_img, a, _, h, w = p.shape
     sure = best_iou > layer.truth_thresh
     if sure.any():
         bi = best_iou[sure]
-        o = obj[sure]
+        o = g.obj[sure]
         mult_iou = bi * bi
         d_obj[sure] = layer.obj_normalizer * ((mult_iou if layer.objectness_smooth else 1) - o)
-        cls = mapped(cls_all[bb[sure], best_t[sure]])
-        new, _ = _class_write(layer, out_cls[sure], delta[sure, 9:], cls, mult)
-        cm = cmult(cls)
+        cls = p.mapped(p.cls_all[g.bb[sure], best_t[sure]])
+        new, _ = _class_write(layer, g.out_cls[sure], delta[sure, 9:], cls, p.mult)
+        cm = p.cmult(cls)
         if layer.objectness_smooth:
-            idx = torch.arange(cls.numel(), device=dev)
-            new[idx, cls] = cm * (mult_iou - out_cls[sure][idx, cls])
+            idx = torch.arange(cls.numel(), device=p.dev)
+            new[idx, cls] = cm * (mult_iou - g.out_cls[sure][idx, cls])
         delta[sure, 9:] = new
-        rows = truth[bb[sure], best_t[sure]]
-        inc, _ = _box_increment(layer, x8[sure], ii[sure], jj[sure], anc[sure, 0], anc[sure, 1], w, h, netw, neth,
-                                rows[:, :4], 2 - rows[:, 2] * rows[:, 3], layer.iou_normalizer * cm)
+        rows = p.truth[g.bb[sure], best_t[sure]]
+        inc, _ = _box_increment(layer, g.x8[sure], g.ii[sure], g.jj[sure], g.anc[sure, 0], g.anc[sure, 1], w, h,
+                                p.netw, p.neth, rows[:, :4], 2 - rows[:, 2] * rows[:, 3], layer.iou_normalizer * cm)
         delta[sure, :8] = delta[sure, :8] + inc
     delta[:, 8] = d_obj
 
-    # every truth: its best anchor (by shape, over all `num`) if masked here, plus with
-    # iou_thresh < 1 every other masked anchor that matches its shape well enough
-    alive = torch.cumprod((tx != 0).to(torch.int32), 1).bool()  # this loop has no class test
-    # A class >= classes would make upstream write past this cell's class entries; the data
-    # loader never gives one, and such rows are skipped here.
-    sel = alive & (cls_all < c) & (cls_all >= 0)
+
+def _truth_cells(p: _GaussianPass, rows):
+    """The cell (column, row) of each truth, by yolo_point."""
+    _, _, _, h, w = p.shape
+    point = p.layer.yolo_point
+    if point == "left_top":
+        ti = ((rows[:, 0] - rows[:, 2] / 2) * w).clamp(min=0).clamp(max=w - 1).long()
+        tj = ((rows[:, 1] - rows[:, 3] / 2) * h).clamp(min=0).clamp(max=h - 1).long()
+    elif point == "right_bottom":
+        ti = ((rows[:, 0] + rows[:, 2] / 2) * w).clamp(min=0).clamp(max=w - 1).long()
+        tj = ((rows[:, 1] + rows[:, 3] / 2) * h).clamp(min=0).clamp(max=h - 1).long()
+    else:  # upstream does not clamp here (the loader keeps x, y below 1)
+        ti = (rows[:, 0] * w).long().clamp(0, w - 1)
+        tj = (rows[:, 1] * h).long().clamp(0, h - 1)
+    return ti, tj
+
+
+def _truth_anchors(p: _GaussianPass, rows):
+    """For M truths: (anchor, order within the truth, truth) of every assignment, in
+    upstream's order within a truth (best anchor by shape over all `num` first, then with
+    iou_thresh < 1 each other anchor matching well enough), and the anchors' mask positions."""
+    layer, anchors, dev = p.layer, p.anchors, p.dev
+    m, total = rows.shape[0], layer.total
+    zeros = torch.zeros((m, total), dtype=F32, device=dev)
+    shape_a = torch.stack([zeros, zeros, (anchors[:total, 0] / p.netw).expand(m, total),
+                           (anchors[:total, 1] / p.neth).expand(m, total)], -1)
+    shape_t = torch.stack([zeros, zeros, rows[:, 2:3].expand(m, total), rows[:, 3:4].expand(m, total)], -1)
+    a_iou = box_iou(shape_a, shape_t)
+    a_iou = torch.where(torch.isnan(a_iou), torch.zeros_like(a_iou), a_iou)
+    best_n = a_iou.max(1).indices
+    best_n = torch.where(a_iou.max(1).values > 0, best_n, torch.zeros_like(best_n))
+    first = [-1] * total  # int_index(l.mask, n, l.n): the first mask entry equal to n
+    for pos, v in reversed(list(enumerate(layer.mask))):
+        if v < total:
+            first[v] = pos
+    in_mask = torch.tensor(first, dtype=torch.long, device=dev)
+    pairs = [(best_n, torch.zeros_like(best_n))]
+    if layer.iou_thresh < 1.0:
+        kind_iou = box_iou_kind(shape_a, shape_t, layer.iou_thresh_kind)
+        for q in range(total):
+            extra = (best_n != q) & (kind_iou[:, q] > layer.iou_thresh)
+            pairs.append((torch.where(extra, torch.full_like(best_n, q), torch.full_like(best_n, -1)),
+                          torch.full_like(best_n, q + 1)))
+    an = torch.cat([pr[0] for pr in pairs])
+    order_in_truth = torch.cat([pr[1] for pr in pairs])
+    m_idx = torch.arange(m, device=dev).repeat(len(pairs))
+    keep = an >= 0
+    keep &= in_mask[an.clamp(min=0)] >= 0
+    return an[keep], order_in_truth[keep], m_idx[keep], in_mask
+
+
+def _truth_deltas(p: _GaussianPass) -> None:
+    """Every truth at its anchors' cells (rows with a class >= classes would make upstream
+    write past the cell's class entries; the loader never gives one, they are skipped):
+    box deltas accumulate, objectness and class overwrite, in rounds of distinct cells."""
+    layer, c = p.layer, p.layer.classes
+    n_img, a, _, h, w = p.shape
+    alive = torch.cumprod((p.tx != 0).to(torch.int32), 1).bool()  # this loop has no class test
+    sel = alive & (p.cls_all < c) & (p.cls_all >= 0)
     b_idx, t_idx = sel.nonzero(as_tuple=True)
-    if b_idx.numel():
-        rows = truth[b_idx, t_idx]
-        cls = mapped(cls_all[b_idx, t_idx])
-        m = rows.shape[0]
-        if layer.yolo_point == "left_top":
-            ti = ((rows[:, 0] - rows[:, 2] / 2) * w).clamp(min=0).clamp(max=w - 1).long()
-            tj = ((rows[:, 1] - rows[:, 3] / 2) * h).clamp(min=0).clamp(max=h - 1).long()
-        elif layer.yolo_point == "right_bottom":
-            ti = ((rows[:, 0] + rows[:, 2] / 2) * w).clamp(min=0).clamp(max=w - 1).long()
-            tj = ((rows[:, 1] + rows[:, 3] / 2) * h).clamp(min=0).clamp(max=h - 1).long()
-        else:  # upstream does not clamp here (the loader keeps x, y below 1)
-            ti = (rows[:, 0] * w).long().clamp(0, w - 1)
-            tj = (rows[:, 1] * h).long().clamp(0, h - 1)
-        total = layer.total
-        zeros = torch.zeros((m, total), dtype=F32, device=dev)
-        shape_a = torch.stack([zeros, zeros, (anchors[:total, 0] / netw).expand(m, total),
-                               (anchors[:total, 1] / neth).expand(m, total)], -1)
-        shape_t = torch.stack([zeros, zeros, rows[:, 2:3].expand(m, total), rows[:, 3:4].expand(m, total)], -1)
-        a_iou = box_iou(shape_a, shape_t)
-        a_iou = torch.where(torch.isnan(a_iou), torch.zeros_like(a_iou), a_iou)
-        best_n = a_iou.max(1).indices
-        best_n = torch.where(a_iou.max(1).values > 0, best_n, torch.zeros_like(best_n))
-        first = [-1] * total  # int_index(l.mask, n, l.n): the first mask entry equal to n
-        for pos, v in reversed(list(enumerate(layer.mask))):
-            if v < total:
-                first[v] = pos
-        in_mask = torch.tensor(first, dtype=torch.long, device=dev)
-        pairs = [(best_n, torch.zeros_like(best_n))]
-        if layer.iou_thresh < 1.0:
-            kind_iou = box_iou_kind(shape_a, shape_t, layer.iou_thresh_kind)
-            for q in range(total):
-                extra = (best_n != q) & (kind_iou[:, q] > layer.iou_thresh)
-                pairs.append((torch.where(extra, torch.full_like(best_n, q), torch.full_like(best_n, -1)),
-                              torch.full_like(best_n, q + 1)))
-        an = torch.cat([p[0] for p in pairs])
-        order_in_truth = torch.cat([p[1] for p in pairs])
-        m_idx = torch.arange(m, device=dev).repeat(len(pairs))
-        keep = an >= 0
-        keep &= in_mask[an.clamp(min=0)] >= 0
-        an, order_in_truth, m_idx = an[keep], order_in_truth[keep], m_idx[keep]
-        if an.numel():
-            key = (b_idx[m_idx] * (t_rows + 1) + t_idx[m_idx]) * (total + 2) + order_in_truth
-            order = torch.argsort(key)
-            an, m_idx = an[order], m_idx[order]
-            mn = in_mask[an]
-            fc = ((b_idx[m_idx] * a + mn) * h + tj[m_idx]) * w + ti[m_idx]
-            rank = occurrence_rank(fc)
-            for r in range(int(rank.max().item()) + 1):
-                s = rank == r
-                f, q, anr = fc[s], m_idx[s], an[s]
-                tr = rows[q]
-                cl = cls[q]
-                cm = cmult(cl)
-                inc, ret = _box_increment(layer, cells_out[f, :8], ti[q].float(), tj[q].float(), anchors[anr, 0],
-                                          anchors[anr, 1], w, h, netw, neth, tr[:, :4], 2 - tr[:, 2] * tr[:, 3],
-                                          layer.iou_normalizer * cm)
-                delta[f, :8] = delta[f, :8] + inc
-                o = cells_out[f, 8]
-                stats.avg_obj += float(o.double().sum().item())
-                delta[f, 8] = cm * layer.obj_normalizer * (1 - o)
-                new, pick = _class_write(layer, cells_out[f, 9:], delta[f, 9:], cl, mult)
-                delta[f, 9:] = new
-                stats.avg_cat += float(pick.double().sum().item())
-                stats.count += int(f.numel())
-                stats.class_count += int(f.numel())
-                stats.recall += int((ret > 0.5).sum().item())
-                stats.recall75 += int((ret > 0.75).sum().item())
-                stats.avg_iou += float(ret.double().sum().item())
+    if not b_idx.numel():
+        return
+    rows = p.truth[b_idx, t_idx]
+    cls = p.mapped(p.cls_all[b_idx, t_idx])
+    ti, tj = _truth_cells(p, rows)
+    an, order_in_truth, m_idx, in_mask = _truth_anchors(p, rows)
+    if not an.numel():
+        return
+    key = (b_idx[m_idx] * (p.t_rows + 1) + t_idx[m_idx]) * (layer.total + 2) + order_in_truth
+    order = torch.argsort(key)
+    an, m_idx = an[order], m_idx[order]
+    fc = ((b_idx[m_idx] * a + in_mask[an]) * h + tj[m_idx]) * w + ti[m_idx]
+    rank = occurrence_rank(fc)
+    for r in range(int(rank.max().item()) + 1):
+        s = rank == r
+        q = m_idx[s]
+        _truth_round(p, fc[s], an[s], rows[q], cls[q], ti[q].float(), tj[q].float())
 
-    # averages_gaussian_yolo_deltas: box deltas divided by the number of positive class deltas
-    npos = (delta[:, 9:] > 0).sum(1)
-    div = npos > 0
-    delta[div, :8] = delta[div, :8] / npos[div].unsqueeze(1).to(F32)
 
-    result = delta.view(n_img, a, h, w, k).permute(0, 1, 4, 2, 3).reshape(n_img, a * k, h, w).contiguous()
+def _truth_round(p: _GaussianPass, f, anr, tr, cl, ti, tj) -> None:
+    """One round of truth assignments to distinct cells f: delta_gaussian_yolo_box
+    (accumulating), objectness, delta_gaussian_yolo_class and the statistics."""
+    layer, delta, cells_out, stats = p.layer, p.delta, p.cells_out, p.stats
+    w, h = p.shape[4], p.shape[3]
+    cm = p.cmult(cl)
+    inc, ret = _box_increment(layer, cells_out[f, :8], ti, tj, p.anchors[anr, 0], p.anchors[anr, 1], w, h,
+                              p.netw, p.neth, tr[:, :4], 2 - tr[:, 2] * tr[:, 3], layer.iou_normalizer * cm)
+    delta[f, :8] = delta[f, :8] + inc
+    o = cells_out[f, 8]
+    stats.avg_obj += float(o.double().sum().item())
+    delta[f, 8] = cm * layer.obj_normalizer * (1 - o)
+    new, pick = _class_write(layer, cells_out[f, 9:], delta[f, 9:], cl, p.mult)
+    delta[f, 9:] = new
+    stats.avg_cat += float(pick.double().sum().item())
+    stats.count += int(f.numel())
+    stats.class_count += int(f.numel())
+    stats.recall += int((ret > 0.5).sum().item())
+    stats.recall75 += int((ret > 0.75).sum().item())
+    stats.avg_iou += float(ret.double().sum().item())
+
+
+def _finish(p: _GaussianPass):
+    """Back to the layer's layout (N, A*(9+C), H, W), and the losses upstream prints."""
+    n_img, a, k, h, w = p.shape
+    stats = p.stats
+    result = p.delta.view(n_img, a, h, w, k).permute(0, 1, 4, 2, 3).reshape(n_img, a * k, h, w).contiguous()
     view = result.view(n_img, a, k, h, w)
     stats.loss = c_mag2(result)
     no_box = view.clone()

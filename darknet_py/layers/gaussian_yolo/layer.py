@@ -26,7 +26,7 @@ class GaussianYolo(Layer):
     type_name = "Gaussian_yolo"
     type_id = 29
     is_detection_output = is_detector_head = produces_loss = True
-    backward_surrogate = Yolo.backward_surrogate  # the same delta_normalizer rule (gaussian_delta.py)
+    backward_surrogate = Yolo.backward_surrogate  # the same delta_normalizer rule (delta.py)
 
     def __init__(self, ctx: BuildContext):
         super().__init__(ctx)
@@ -56,6 +56,6 @@ class GaussianYolo(Layer):
         return y.reshape(nb, a * k, h, w)
 
     def loss(self, output, truth, net):
-        """forward_gaussian_yolo_layer with truth (gaussian_delta.py); the delta goes to the input."""
+        """forward_gaussian_yolo_layer with truth (delta.py); the delta goes to the input."""
         delta, stats = gaussian_yolo_delta(self, output, truth, net.netw, net.neth)
         return self.delta_loss(net.inputs[self.index], delta, stats.cost, net.flavor, stats)

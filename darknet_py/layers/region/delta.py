@@ -23,43 +23,15 @@ in rounds (round r holds the r-th assignment of every cell), keeping upstream's 
 """
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 
 from ...box import box_iou
+from ..delta_common import c_div, c_fsum, c_mag2, class_map, occurrence_rank
 
 SEEN_PRIOR = 12800  # upstream pulls every box towards its anchor while net.seen < 12800
 ONLYCLASS = 100000  # a truth with x and y above this only trains the classes (softmax tree)
-
-
-def c_div(a: float, b: float) -> str:
-    """printf("%f", a/b) for float division as upstream's x86 build prints it ("-nan" for 0/0)."""
-    if b == 0:
-        if a == 0 or a != a:
-            return "-nan"
-        return "inf" if a > 0 else "-inf"
-    return f"{a / b:f}"
-
-
-def c_mag2(t: torch.Tensor) -> float:
-    """pow(mag_array(a, n), 2) as upstream computes it: float squares summed in order in a float,
-    the square root and the square taken in double and stored to float."""
-    sq = t.detach().reshape(-1).float().cpu().numpy()
-    sq = sq * sq
-    total = np.float32(np.cumsum(sq, dtype=np.float32)[-1]) if sq.size else np.float32(0)
-    mag = np.float32(math.sqrt(float(total)))
-    return float(np.float32(float(mag) ** 2))
-
-
-def c_fsum(t: torch.Tensor) -> float:
-    """A float accumulator's value after adding t's values in order (upstream's `float sum += x`)."""
-    v = t.detach().reshape(-1).float().cpu().numpy()
-    return float(np.cumsum(v, dtype=np.float32)[-1]) if v.size else 0.0
 
 
 @dataclass
@@ -83,26 +55,6 @@ class RegionStats:
         return (f"Region Avg IOU: {c_div(self.avg_iou, self.count)}, Class: {c_div(self.avg_cat, self.class_count)}, "
                 f"Obj: {c_div(self.avg_obj, self.count)}, No Obj: {c_div(self.avg_anyobj, self.cells)}, "
                 f"Avg Recall: {c_div(self.recall, self.count)},  count: {self.count}")
-
-
-_MAPS: dict[str, list[int]] = {}
-
-
-def class_map(layer) -> list[int] | None:
-    """Upstream's read_map of the layer's map=FILE: one integer (atoi) per line."""
-    name = getattr(layer, "map", None)
-    if not name:
-        return None
-    if name not in _MAPS:
-        lines = Path(name).read_text(encoding="latin-1").split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()  # the text after the final newline is no line
-        values = []
-        for line in lines:
-            m = re.match(r"\s*([+-]?\d+)", line)
-            values.append(int(m.group(1)) if m else 0)
-        _MAPS[name] = values
-    return _MAPS[name]
 
 
 class _Tree:
@@ -209,21 +161,6 @@ def _box_write(x4, i, j, aw, ah, lw, lh, truth4, scale):
     return d, iou
 
 
-def occurrence_rank(keys: torch.Tensor) -> torch.Tensor:
-    """For each position, how many earlier positions hold the same key."""
-    if keys.numel() == 0:
-        return keys.clone()
-    order = torch.sort(keys, stable=True).indices
-    sk = keys[order]
-    pos = torch.arange(keys.numel(), device=keys.device)
-    start = torch.ones_like(sk, dtype=torch.bool)
-    start[1:] = sk[1:] != sk[:-1]
-    first = torch.cummax(torch.where(start, pos, torch.zeros_like(pos)), 0).values
-    rank = torch.empty_like(pos)
-    rank[order] = pos - first
-    return rank
-
-
 def region_delta(layer, out: torch.Tensor, truth: torch.Tensor, seen: int):
     """Upstream's l.delta (un-flattened: the delta w.r.t. the layer's input) and statistics for
     one [region] layer in training.
@@ -232,66 +169,101 @@ def region_delta(layer, out: torch.Tensor, truth: torch.Tensor, seen: int):
     l.output). truth: (N, T, S>=5) rows x, y, w, h, class, ... (upstream walks
     min(T, max_boxes) rows per image). seen: net.seen, already increased by this mini-batch
     as upstream does before the forward. Returns (delta like the layer's input, RegionStats).
+
+    The steps follow forward_region_layer: the softmax tree's class-only truths, every cell
+    (objectness, classfix, the anchor prior early in training), every truth at its best
+    anchor, then the final flatten back to the input's layout.
     """
-    n_img = out.shape[0]
-    a, c, h, w = layer.n, layer.classes, layer.out_h, layer.out_w
-    size = layer.coords + c + 1
-    dev = out.device
-    o5 = out.detach().float().reshape(n_img, h, w, a, size)
-    cells_out = o5.reshape(-1, size)  # flat cell = ((b*h + j)*w + i)*a + n, as upstream's index/size
-    delta = torch.zeros_like(cells_out)
-    anchors = torch.tensor(layer.anchors[:2 * a], dtype=torch.float32, device=dev).view(a, 2)
-    tree = _Tree(layer.softmax_tree, c, dev) if layer.softmax_tree is not None else None
-    cmap = class_map(layer)
-    stats = RegionStats(cells=w * h * a * n_img)
+    p = _RegionPass(layer, out, truth)
+    onlyclass = _onlyclass_truths(p)
+    _cell_deltas(p, ~onlyclass, seen)
+    _truth_deltas(p, ~onlyclass)
+    # upstream's final flatten(..., 0): back to the input's (n*size, h*w) planes
+    n_img, h, w, a, size = p.shape
+    result = p.delta.view(n_img, h, w, a, size).permute(0, 3, 4, 1, 2).reshape(n_img, a * size, h, w).contiguous()
+    p.stats.cost = c_mag2(result)
+    return result, p.stats
 
-    t_rows = min(truth.shape[1], layer.max_boxes)
-    truth = truth[:, :t_rows].to(dev, torch.float32)
-    tx = truth[:, :, 0]
-    cls_all = truth[:, :, 4].long() if t_rows else torch.zeros((n_img, 0), dtype=torch.long, device=dev)
-    # loops that test the class first (continue) and then x == 0 (break)
-    stop = (tx == 0) & (cls_all < c)
-    alive = torch.cumprod((~stop).to(torch.int32), 1).bool()
-    considered = alive & (cls_all < c)
 
-    # softmax tree: an image whose first truths include an "only class" one trains only that
+class _RegionPass:
+    """One layer's training pass: its output and delta by cell (flat cell = ((b*h + j)*w +
+    i)*a + n, as upstream's index/size), anchors, softmax tree, class map, the truth rows
+    upstream walks and the statistics."""
+
+    def __init__(self, layer, out: torch.Tensor, truth: torch.Tensor):
+        self.layer = layer
+        self.n_img = n_img = out.shape[0]
+        a, c, h, w = layer.n, layer.classes, layer.out_h, layer.out_w
+        size = layer.coords + c + 1
+        self.shape = (n_img, h, w, a, size)
+        self.dev = dev = out.device
+        self.o5 = out.detach().float().reshape(self.shape)
+        self.cells_out = self.o5.reshape(-1, size)
+        self.delta = torch.zeros_like(self.cells_out)
+        self.anchors = torch.tensor(layer.anchors[:2 * a], dtype=torch.float32, device=dev).view(a, 2)
+        self.tree = _Tree(layer.softmax_tree, c, dev) if layer.softmax_tree is not None else None
+        self.cmap = class_map(layer)
+        self.stats = RegionStats(cells=w * h * a * n_img)
+        self.t_rows = t_rows = min(truth.shape[1], layer.max_boxes)
+        self.truth = truth[:, :t_rows].to(dev, torch.float32)
+        self.tx = self.truth[:, :, 0]
+        self.cls_all = (self.truth[:, :, 4].long() if t_rows
+                        else torch.zeros((n_img, 0), dtype=torch.long, device=dev))
+        # loops that test the class first (continue) and then x == 0 (break)
+        stop = (self.tx == 0) & (self.cls_all < c)
+        alive = torch.cumprod((~stop).to(torch.int32), 1).bool()
+        self.considered = alive & (self.cls_all < c)
+
+    def write_classes(self, flat, k, scale) -> None:
+        """delta_region_class at the distinct cells `flat` for classes k; avg_cat and class_count."""
+        c = self.layer.classes
+        new, cat = _class_write(self.layer, self.tree, self.cells_out[flat, 5:5 + c], self.delta[flat, 5:5 + c],
+                                k, scale)
+        self.delta[flat, 5:5 + c] = new
+        self.stats.avg_cat += float(cat.double().sum().item())
+        self.stats.class_count += int(flat.numel())
+
+
+def _onlyclass_truths(p: _RegionPass) -> torch.Tensor:
+    """Softmax tree: an image whose first truths include an "only class" one trains only that
+    class, at the cell and anchor most confident of it. Returns which images did (N,)."""
+    n_img, h, w, a, size = p.shape
+    tree, layer, dev = p.tree, p.layer, p.dev
     onlyclass = torch.zeros(n_img, dtype=torch.bool, device=dev)
-    if tree is not None and t_rows:
-        alive_x = torch.cumprod((tx != 0).to(torch.int32), 1).bool()
-        oc = alive_x & (tx > ONLYCLASS) & (truth[:, :, 1] > ONLYCLASS)
-        onlyclass = oc.any(1)
-        for b in onlyclass.nonzero().flatten().tolist():
-            t = int(oc[b].nonzero()[0].item())
-            k = int(cls_all[b, t].item())
-            img = o5[b].reshape(-1, size)  # (h*w*a, size) in upstream's n order
-            path = tree.path[k].view(1, -1).expand(img.shape[0], -1)
-            p = img[:, 4] * _path_product(img[:, 5:5 + c], path)
-            best = int(torch.argmax(p).item()) if bool((p > 0).any()) else 0
-            flat = b * h * w * a + best
-            new, cat = _class_write(layer, tree, cells_out[flat:flat + 1, 5:5 + c], delta[flat:flat + 1, 5:5 + c],
-                                    torch.tensor([k], device=dev), torch.tensor([layer.class_scale], device=dev))
-            delta[flat:flat + 1, 5:5 + c] = new
-            stats.avg_cat += float(cat.sum().item())
-            stats.class_count += 1
+    if tree is None or not p.t_rows:
+        return onlyclass
+    alive_x = torch.cumprod((p.tx != 0).to(torch.int32), 1).bool()
+    oc = alive_x & (p.tx > ONLYCLASS) & (p.truth[:, :, 1] > ONLYCLASS)
+    onlyclass = oc.any(1)
+    for b in onlyclass.nonzero().flatten().tolist():
+        t = int(oc[b].nonzero()[0].item())
+        k = int(p.cls_all[b, t].item())
+        img = p.o5[b].reshape(-1, size)  # (h*w*a, size) in upstream's n order
+        path = tree.path[k].view(1, -1).expand(img.shape[0], -1)
+        prob = img[:, 4] * _path_product(img[:, 5:5 + layer.classes], path)
+        best = int(torch.argmax(prob).item()) if bool((prob > 0).any()) else 0
+        flat = b * h * w * a + best
+        p.write_classes(torch.tensor([flat], device=dev), torch.tensor([k], device=dev),
+                        torch.tensor([layer.class_scale], device=dev))
+    return onlyclass
 
-    # every cell: no-object delta (or none / rescaled near a truth), and the anchor prior
-    keep = ~onlyclass  # images that are trained normally
-    jj = torch.arange(h, device=dev, dtype=torch.float32).view(1, h, 1, 1).expand(n_img, h, w, a).reshape(-1)
-    ii = torch.arange(w, device=dev, dtype=torch.float32).view(1, 1, w, 1).expand(n_img, h, w, a).reshape(-1)
-    nn_ = torch.arange(a, device=dev).view(1, 1, 1, a).expand(n_img, h, w, a).reshape(-1)
-    bb = torch.arange(n_img, device=dev).view(n_img, 1, 1, 1).expand(n_img, h, w, a).reshape(-1)
+
+def _cell_deltas(p: _RegionPass, keep: torch.Tensor, seen: int) -> None:
+    """Every cell of the images trained normally (keep): the no-object delta (none near a
+    truth, or with classfix the truth's class), and while seen < SEEN_PRIOR the pull of every
+    box toward its anchor."""
+    n_img, h, w, a, size = p.shape
+    layer, dev, delta = p.layer, p.dev, p.delta
+    grid = (n_img, h, w, a)
+    jj = torch.arange(h, device=dev, dtype=torch.float32).view(1, h, 1, 1).expand(grid).reshape(-1)
+    ii = torch.arange(w, device=dev, dtype=torch.float32).view(1, 1, w, 1).expand(grid).reshape(-1)
+    nn_ = torch.arange(a, device=dev).view(1, 1, 1, a).expand(grid).reshape(-1)
+    bb = torch.arange(n_img, device=dev).view(n_img, 1, 1, 1).expand(grid).reshape(-1)
     live = keep[bb]
-    x4 = cells_out[:, :4]
-    obj = cells_out[:, 4]
-    pred = _region_boxes(x4, ii, jj, anchors[nn_, 0], anchors[nn_, 1], w, h)
-    t_eff = int(considered.any(0).nonzero().max().item()) + 1 if bool(considered.any()) else 0
-    if t_eff:  # rows past the last one any image uses cannot matter
-        iou = box_iou(pred.view(n_img, -1, 1, 4), truth[:, None, :t_eff, :4]).reshape(-1, t_eff)  # (cells, T)
-        iou = torch.where(considered[bb, :t_eff] & ~torch.isnan(iou), iou, torch.zeros_like(iou))
-        best_iou, best_t = iou.max(1)
-    else:
-        best_iou = torch.zeros_like(obj)
-        best_t = torch.zeros_like(nn_)
+    x4 = p.cells_out[:, :4]
+    obj = p.cells_out[:, 4]
+    pred = _region_boxes(x4, ii, jj, p.anchors[nn_, 0], p.anchors[nn_, 1], w, h)
+    best_iou, best_t = _best_truths(p, pred, bb, obj, nn_)
     grad = (1 - obj) * obj
     d_obj = layer.noobject_scale * ((0 - obj) * grad)
     if layer.classfix == -1:
@@ -299,74 +271,87 @@ def region_delta(layer, out: torch.Tensor, truth: torch.Tensor, seen: int):
     else:
         near = best_iou > layer.thresh
         d_obj = torch.where(near, torch.zeros_like(d_obj), d_obj)
-        if layer.classfix > 0:
-            sel = near & live
-            if sel.any():
-                k = cls_all[bb[sel], best_t[sel]]
-                sc = torch.full_like(obj[sel], layer.class_scale)
-                if layer.classfix == 2:
-                    sc = sc * obj[sel]
-                new, cat = _class_write(layer, tree, cells_out[sel, 5:5 + c], delta[sel, 5:5 + c], k, sc)
-                delta[sel, 5:5 + c] = new
-                stats.avg_cat += float(cat.double().sum().item())
-                stats.class_count += int(sel.sum().item())
+        sel = near & live
+        if layer.classfix > 0 and sel.any():
+            sc = torch.full_like(obj[sel], layer.class_scale)
+            if layer.classfix == 2:
+                sc = sc * obj[sel]
+            p.write_classes(sel.nonzero().flatten(), p.cls_all[bb[sel], best_t[sel]], sc)
     delta[:, 4] = torch.where(live, d_obj, delta[:, 4])
-    stats.avg_anyobj = c_fsum(obj[live])  # cells in upstream's order: image, row, column, anchor
+    p.stats.avg_anyobj = c_fsum(obj[live])  # cells in upstream's order: image, row, column, anchor
     if seen < SEEN_PRIOR:
-        prior = torch.stack([(ii + 0.5) / w, (jj + 0.5) / h, anchors[nn_, 0] / w, anchors[nn_, 1] / h], 1)
-        d, _ = _box_write(x4, ii, jj, anchors[nn_, 0], anchors[nn_, 1], w, h, prior,
+        prior = torch.stack([(ii + 0.5) / w, (jj + 0.5) / h, p.anchors[nn_, 0] / w, p.anchors[nn_, 1] / h], 1)
+        d, _ = _box_write(x4, ii, jj, p.anchors[nn_, 0], p.anchors[nn_, 1], w, h, prior,
                           torch.full_like(obj, 0.01))
         delta[:, :4] = torch.where(live.unsqueeze(1), d, delta[:, :4])
 
-    # every truth: its cell's best anchor (by shape) gets box, objectness and class deltas
-    sel = considered & keep.view(-1, 1)
-    b_idx, t_idx = sel.nonzero(as_tuple=True)  # in upstream's order: image, then truth
-    if b_idx.numel():
-        rows = truth[b_idx, t_idx]
-        cls = cls_all[b_idx, t_idx]
-        if cmap is not None:
-            cls = torch.tensor([cmap[k] for k in cls.tolist()], dtype=torch.long, device=dev)
-        ti = (rows[:, 0] * w).long().clamp(0, w - 1)  # upstream does not clamp (x < 1 from the loader)
-        tj = (rows[:, 1] * h).long().clamp(0, h - 1)
-        m = rows.shape[0]
-        cand = ((b_idx * h + tj) * w + ti).unsqueeze(1) * a + torch.arange(a, device=dev)  # (M, a)
-        if layer.bias_match:
-            sw = anchors[:, 0].view(1, a).expand(m, a) / w
-            sh = anchors[:, 1].view(1, a).expand(m, a) / h
-        else:
-            pb = _region_boxes(x4[cand.reshape(-1)], ti.repeat_interleave(a).float(), tj.repeat_interleave(a).float(),
-                               anchors[:, 0].repeat(m), anchors[:, 1].repeat(m), w, h).view(m, a, 4)
-            sw, sh = pb[..., 2], pb[..., 3]
-        zeros = torch.zeros_like(sw)
-        shape_iou = box_iou(torch.stack([zeros, zeros, sw, sh], -1),
-                            torch.stack([zeros, zeros, rows[:, 2:3].expand(m, a), rows[:, 3:4].expand(m, a)], -1))
-        shape_iou = torch.where(torch.isnan(shape_iou), torch.zeros_like(shape_iou), shape_iou)
-        top, best_n = shape_iou.max(1)
-        found = top > 0
-        best_n = torch.where(found, best_n, torch.zeros_like(best_n))
-        flat = torch.where(found, cand.gather(1, best_n.view(-1, 1)).squeeze(1), torch.zeros_like(ti))  # index 0
-        rank = occurrence_rank(flat)
-        for r in range(int(rank.max().item()) + 1):
-            s = rank == r
-            fc = flat[s]
-            bn = best_n[s]
-            d, iou = _box_write(cells_out[fc, :4], ti[s].float(), tj[s].float(), anchors[bn, 0], anchors[bn, 1], w, h,
-                                rows[s, :4], torch.full_like(rows[s, 0], layer.coord_scale))
-            delta[fc, :4] = d
-            stats.recall += int((iou > 0.5).sum().item())
-            stats.avg_iou += float(iou.double().sum().item())
-            o = cells_out[fc, 4]
-            stats.avg_obj += float(o.double().sum().item())
-            target = iou if layer.rescore else torch.ones_like(o)
-            delta[fc, 4] = layer.object_scale * (target - o) * ((1 - o) * o)
-            new, cat = _class_write(layer, tree, cells_out[fc, 5:5 + c], delta[fc, 5:5 + c], cls[s],
-                                    torch.full_like(o, layer.class_scale))
-            delta[fc, 5:5 + c] = new
-            stats.avg_cat += float(cat.double().sum().item())
-            stats.count += int(fc.numel())
-            stats.class_count += int(fc.numel())
 
-    # upstream's final flatten(..., 0): back to the input's (n*size, h*w) planes
-    result = delta.view(n_img, h, w, a, size).permute(0, 3, 4, 1, 2).reshape(n_img, a * size, h, w).contiguous()
-    stats.cost = c_mag2(result)
-    return result, stats
+def _best_truths(p: _RegionPass, pred, bb, obj, nn_):
+    """Each cell's best overlapping truth (best_iou, best_t); rows past the last one any
+    image uses cannot matter."""
+    considered = p.considered
+    t_eff = int(considered.any(0).nonzero().max().item()) + 1 if bool(considered.any()) else 0
+    if not t_eff:
+        return torch.zeros_like(obj), torch.zeros_like(nn_)
+    iou = box_iou(pred.view(p.n_img, -1, 1, 4), p.truth[:, None, :t_eff, :4]).reshape(-1, t_eff)  # (cells, T)
+    iou = torch.where(considered[bb, :t_eff] & ~torch.isnan(iou), iou, torch.zeros_like(iou))
+    return iou.max(1)
+
+
+def _truth_anchor_cells(p: _RegionPass, b_idx, rows, ti, tj):
+    """For M truths: the flat cell of the best anchor (by shape: the anchor's, with
+    bias_match, else the predicted box's) at the truth's cell, and that anchor."""
+    n_img, h, w, a, size = p.shape
+    anchors, x4 = p.anchors, p.cells_out[:, :4]
+    m = rows.shape[0]
+    cand = ((b_idx * h + tj) * w + ti).unsqueeze(1) * a + torch.arange(a, device=p.dev)  # (M, a)
+    if p.layer.bias_match:
+        sw = anchors[:, 0].view(1, a).expand(m, a) / w
+        sh = anchors[:, 1].view(1, a).expand(m, a) / h
+    else:
+        pb = _region_boxes(x4[cand.reshape(-1)], ti.repeat_interleave(a).float(), tj.repeat_interleave(a).float(),
+                           anchors[:, 0].repeat(m), anchors[:, 1].repeat(m), w, h).view(m, a, 4)
+        sw, sh = pb[..., 2], pb[..., 3]
+    zeros = torch.zeros_like(sw)
+    shape_iou = box_iou(torch.stack([zeros, zeros, sw, sh], -1),
+                        torch.stack([zeros, zeros, rows[:, 2:3].expand(m, a), rows[:, 3:4].expand(m, a)], -1))
+    shape_iou = torch.where(torch.isnan(shape_iou), torch.zeros_like(shape_iou), shape_iou)
+    top, best_n = shape_iou.max(1)
+    found = top > 0
+    best_n = torch.where(found, best_n, torch.zeros_like(best_n))
+    flat = torch.where(found, cand.gather(1, best_n.view(-1, 1)).squeeze(1), torch.zeros_like(ti))  # index 0
+    return flat, best_n
+
+
+def _truth_deltas(p: _RegionPass, keep: torch.Tensor) -> None:
+    """Every truth: its cell's best anchor gets box, objectness and class deltas (overwrites:
+    a cell hit by several truths keeps the last writer's, so they go in rounds)."""
+    n_img, h, w, a, size = p.shape
+    layer, delta, cells_out, stats = p.layer, p.delta, p.cells_out, p.stats
+    sel = p.considered & keep.view(-1, 1)
+    b_idx, t_idx = sel.nonzero(as_tuple=True)  # in upstream's order: image, then truth
+    if not b_idx.numel():
+        return
+    rows = p.truth[b_idx, t_idx]
+    cls = p.cls_all[b_idx, t_idx]
+    if p.cmap is not None:
+        cls = torch.tensor([p.cmap[k] for k in cls.tolist()], dtype=torch.long, device=p.dev)
+    ti = (rows[:, 0] * w).long().clamp(0, w - 1)  # upstream does not clamp (x < 1 from the loader)
+    tj = (rows[:, 1] * h).long().clamp(0, h - 1)
+    flat, best_n = _truth_anchor_cells(p, b_idx, rows, ti, tj)
+    rank = occurrence_rank(flat)
+    for r in range(int(rank.max().item()) + 1):
+        s = rank == r
+        fc = flat[s]
+        bn = best_n[s]
+        d, iou = _box_write(cells_out[fc, :4], ti[s].float(), tj[s].float(), p.anchors[bn, 0], p.anchors[bn, 1],
+                            w, h, rows[s, :4], torch.full_like(rows[s, 0], layer.coord_scale))
+        delta[fc, :4] = d
+        stats.recall += int((iou > 0.5).sum().item())
+        stats.avg_iou += float(iou.double().sum().item())
+        o = cells_out[fc, 4]
+        stats.avg_obj += float(o.double().sum().item())
+        target = iou if layer.rescore else torch.ones_like(o)
+        delta[fc, 4] = layer.object_scale * (target - o) * ((1 - o) * o)
+        p.write_classes(fc, cls[s], torch.full_like(o, layer.class_scale))
+        stats.count += int(fc.numel())

@@ -102,7 +102,7 @@ class Region(Layer):
         return y.reshape(nb, self.out_c, self.out_h, self.out_w)
 
     def loss(self, output, truth, net):
-        """forward_region_layer with truth (region_delta.py): its delta is already with respect
+        """forward_region_layer with truth (delta.py): its delta is already with respect
         to the layer's input (the flatten undone, the logistic's derivative applied)."""
         delta, stats = region_delta(self, output, truth, net.seen)
         return self.delta_loss(net.inputs[self.index], delta, stats.cost, net.flavor, stats)

@@ -13,6 +13,7 @@ import torch
 from .delta import yolo_delta
 from .. import register
 from ..base import BuildContext, Layer
+from ..delta_common import FLT_MAX
 
 IOU_LOSSES = ("mse", "iou", "giou", "diou", "ciou")
 
@@ -43,9 +44,6 @@ def parse_anchors(s, total: int, mask: list[int]) -> list[float]:
     n = min(len(values), need)
     biases[:n] = values[:n]
     return biases
-
-
-FLT_MAX = 3.4028234663852886e38
 
 
 def read_head(layer: Layer, ctx: BuildContext, per_anchor: int, mask_below_num: bool) -> None:
@@ -143,7 +141,7 @@ class Yolo(Layer):
         return torch.cat([xy, rest], 2).reshape(n, a * k, h, w)
 
     def loss(self, output, truth, net):
-        """forward_yolo_layer with truth (yolo_delta.py); the delta goes to the layer's input."""
+        """forward_yolo_layer with truth (delta.py); the delta goes to the layer's input."""
         delta, stats = yolo_delta(self, output, truth, net.netw, net.neth)
         return self.delta_loss(net.inputs[self.index], delta, stats.cost, net.flavor, stats)
 
