@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..box import box_iou
+
 FLT_MAX = 3.4028234663852886e38
 
 
@@ -77,6 +79,18 @@ def class_map(layer) -> list[int] | None:
             values.append(int(m.group(1)) if m else 0)
         _MAPS[name] = values
     return _MAPS[name]
+
+
+def cell_truth_iou(pred: torch.Tensor, truth: torch.Tensor, considered: torch.Tensor, image: torch.Tensor):
+    """IoU of every cell's box with every truth of its image that upstream's loop considers,
+    0 elsewhere and for NaN: (cells, T) with T up to the last row any image uses (rows past it
+    cannot matter), or None when no image has one. pred: (cells, 4) with the cells of each
+    image together; truth: (N, T, S); considered: (N, T); image: (cells,) each cell's image."""
+    if not bool(considered.any()):
+        return None
+    t_eff = int(considered.any(0).nonzero().max().item()) + 1
+    iou = box_iou(pred.view(truth.shape[0], -1, 1, 4), truth[:, None, :t_eff, :4]).reshape(-1, t_eff)
+    return torch.where(considered[image, :t_eff] & ~torch.isnan(iou), iou, torch.zeros_like(iou))
 
 
 def occurrence_rank(keys: torch.Tensor) -> torch.Tensor:

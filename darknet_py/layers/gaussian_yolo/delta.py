@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from ...box import box_giou, box_iou, box_iou_kind, dx_box_iou
-from ..delta_common import FLT_MAX, c_div, c_fsum, c_mag2, class_map, class_multipliers, finite, occurrence_rank
+from ..delta_common import (FLT_MAX, c_div, c_fsum, c_mag2, cell_truth_iou, class_map, class_multipliers, finite,
+                            occurrence_rank)
 from ..region.delta import RegionStats
 
 F32 = torch.float32
@@ -237,14 +238,11 @@ class _CellGrid:
 
 def _best_truths(p: _GaussianPass, g: _CellGrid):
     """Each cell's best overlapping truth (best_iou, best_t) and the best among cells with a
-    confident class (bm_iou, bm_t); rows past the last one any image uses cannot matter."""
-    considered = p.considered
-    t_eff = int(considered.any(0).nonzero().max().item()) + 1 if bool(considered.any()) else 0
-    if not t_eff:
+    confident class (bm_iou, bm_t)."""
+    iou = cell_truth_iou(g.pred, p.truth, p.considered, g.bb)  # (cells, T)
+    if iou is None:
         zero, first = torch.zeros_like(g.obj), torch.zeros_like(g.nn)
         return zero, first, zero, first
-    iou = box_iou(g.pred.view(p.n_img, -1, 1, 4), p.truth[:, None, :t_eff, :4]).reshape(-1, t_eff)  # (cells, T)
-    iou = torch.where(considered[g.bb, :t_eff] & ~torch.isnan(iou), iou, torch.zeros_like(iou))
     best_iou, best_t = iou.max(1)
     class_match = (g.out_cls > 0.25).any(1)
     bm_iou, bm_t = torch.where(class_match.unsqueeze(1), iou, torch.zeros_like(iou)).max(1)

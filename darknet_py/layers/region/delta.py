@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from ...box import box_iou
-from ..delta_common import c_div, c_fsum, c_mag2, class_map, occurrence_rank
+from ..delta_common import c_div, c_fsum, c_mag2, cell_truth_iou, class_map, occurrence_rank
 
 SEEN_PRIOR = 12800  # upstream pulls every box towards its anchor while net.seen < 12800
 ONLYCLASS = 100000  # a truth with x and y above this only trains the classes (softmax tree)
@@ -287,14 +287,10 @@ def _cell_deltas(p: _RegionPass, keep: torch.Tensor, seen: int) -> None:
 
 
 def _best_truths(p: _RegionPass, pred, bb, obj, nn_):
-    """Each cell's best overlapping truth (best_iou, best_t); rows past the last one any
-    image uses cannot matter."""
-    considered = p.considered
-    t_eff = int(considered.any(0).nonzero().max().item()) + 1 if bool(considered.any()) else 0
-    if not t_eff:
+    """Each cell's best overlapping truth (best_iou, best_t)."""
+    iou = cell_truth_iou(pred, p.truth, p.considered, bb)  # (cells, T)
+    if iou is None:
         return torch.zeros_like(obj), torch.zeros_like(nn_)
-    iou = box_iou(pred.view(p.n_img, -1, 1, 4), p.truth[:, None, :t_eff, :4]).reshape(-1, t_eff)  # (cells, T)
-    iou = torch.where(considered[bb, :t_eff] & ~torch.isnan(iou), iou, torch.zeros_like(iou))
     return iou.max(1)
 
 
