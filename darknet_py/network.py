@@ -47,7 +47,7 @@ from .layers.base import StaleDelta
 from .layers.convolutional import Convolutional
 from .layers.route import Route
 from .layers.upsample import Upsample
-from .options import NetOptions
+from .cfg.options import NetOptions
 from . import weights as _weights
 
 # whose training arithmetic: upstream's GPU (cuDNN) build, or its CPU build (module docstring)

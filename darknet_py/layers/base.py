@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..cfg import Section
-from ..options import NetOptions
+from ..cfg.options import NetOptions
 
 
 @dataclass
