@@ -85,7 +85,7 @@ def run_case(cfg: str, size: int, batch: int, seconds: float, threads: int) -> d
 def onnxruntime_case(net, x, seconds: float, threads: int) -> dict:
     """images/s of onnxruntime (CPU) on net's ONNX export (darknet_py/export.py), batch x.shape[0]."""
     import tempfile
-    from darknet_py.export import ExportError
+    from darknet_py.outputs.export import ExportError
 
     try:
         import onnxruntime as ort

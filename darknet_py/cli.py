@@ -14,7 +14,7 @@ import time
 from .cfg import CfgError, read_data_cfg
 from .devices import DeviceError
 from .image import ImageError
-from .weights import WeightsError
+from .outputs.weights import WeightsError
 
 USAGE = ("usage: darknet.py <function>\n  functions: detector [test|train|valid|map|calc_anchors|recall|demo] ..., "
          "partial CFG WEIGHTS OUT N, export CFG WEIGHTS OUT.onnx")
@@ -213,7 +213,7 @@ def save_labels(dets, names, thresh, image_path) -> None:
         best = max(((p, j) for j, p in d["probs"].items() if p > thresh), default=None)
         if best is not None:
             lines.append(f"{best[1]} {d['x']:2.4f} {d['y']:2.4f} {d['w']:2.4f} {d['h']:2.4f}\n")
-    from .fileio import atomic_write_text
+    from .outputs.fileio import atomic_write_text
     atomic_write_text(image_to_label_path(image_path), "".join(lines))
 
 
@@ -249,7 +249,7 @@ def export_parser() -> argparse.ArgumentParser:
 
 def export(argv) -> int:
     """darknet_py's own `export CFG WEIGHTS OUT.onnx` (darknet_py/export.py)."""
-    from .export import ExportError, export_onnx
+    from .outputs.export import ExportError, export_onnx
     from .network import build_network
 
     args = parse_flags(export_parser(), argv)

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .cfg import read_data_cfg
-from .detections import Detections, network_boxes, nms, nms_obj
-from .detections import class_sort  # the tie rule nms() sorts with, so our orders agree
+from .outputs.detections import Detections, network_boxes, nms, nms_obj
+from .outputs.detections import class_sort  # the tie rule nms() sorts with, so our orders agree
 from .image import letterbox_image as _letterbox_pixels
 from .image import resize_image as _resize_pixels
 from .layers.region import Region

@@ -48,7 +48,7 @@ from .layers.convolutional import Convolutional
 from .layers.route import Route
 from .layers.upsample import Upsample
 from .cfg.options import NetOptions
-from . import weights as _weights
+from .outputs import weights as _weights
 
 # whose training arithmetic: upstream's GPU (cuDNN) build, or its CPU build (module docstring)
 TRAIN_FLAVORS = ("cudnn", "cpu")
@@ -240,7 +240,7 @@ class Network(nn.Module):
 
         Boxes are those with a class probability above thresh (keep_all: every box that
         get_network_boxes returned, as upstream's drawing and printing loop over them)."""
-        from .detections import network_boxes, apply_nms
+        from .outputs.detections import network_boxes, apply_nms
         raw = self.predict_raw(x)
         dets, kind, beta, classes = network_boxes(self, raw, thresh, hier_thresh,
                                                   im_w or self.options.width, im_h or self.options.height, letter)
@@ -252,7 +252,7 @@ class Network(nn.Module):
         """Write this network as ONNX: predict_raw's outputs, or with postprocess=True
         get_network_boxes' boxes before NMS; options: export.export_onnx's (batch, width,
         height, dynamic, postprocess, thresh, raw). Returns the output names."""
-        from .export import export_onnx
+        from .outputs.export import export_onnx
         return export_onnx(self, path, **options)
 
     def initialize(self, seed: int | None = None) -> "Network":

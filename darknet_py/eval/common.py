@@ -27,7 +27,7 @@ import numpy as np
 
 from ..cfg import CfgError, Section, read_data_cfg
 from ..network import announce_detection_layers  # noqa: F401 (re-exported)
-from ..detections import Detections, _front_order, class_sort, apply_nms, zero_objectness_swap
+from ..outputs.detections import Detections, _front_order, class_sort, apply_nms, zero_objectness_swap
 
 F32 = np.float32
 

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from ..detections import network_boxes
+from ..outputs.detections import network_boxes
 from ..layers.yolo import Yolo
 from .common import F32, EvalError, load_eval_network, nms_in_upstream_order
 
@@ -150,7 +150,7 @@ def demo(cfgfile: str, weightfile: str | None, names: list[str], classes: int, f
          dontdraw_bbox: bool = False, benchmark: bool = False, out=None, net=None, device=None) -> dict:
     """Run the demo loop to the end of the video; returns {"frames", "avg_fps", "output"}."""
     import cv2
-    from ..fileio import atomic_write_bytes, atomic_write_text
+    from ..outputs.fileio import atomic_write_bytes, atomic_write_text
 
     out = out or sys.stdout
     tty = hasattr(out, "isatty") and out.isatty()

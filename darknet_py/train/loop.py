@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..chart import TrainChart
+from ..outputs.chart import TrainChart
 from ..devices import select_device
 from ..layers.base import LossContext
 from ..network import Network, announce_detection_layers, build_network

@@ -36,11 +36,11 @@ import warnings
 import torch
 from torch import nn
 
-from .cfg import CfgError
+from ..cfg import CfgError
 from .fileio import atomic_write_bytes
-from .layers.detection import Detection
-from .layers.region import Region
-from .layers.yolo import Yolo
+from ..layers.detection import Detection
+from ..layers.region import Region
+from ..layers.yolo import Yolo
 
 OPSET = 18  # the first opset with a Mish op
 INPUT_NAME = "input"
