@@ -1,4 +1,4 @@
-"""Tests for darknet_py.detections (upstream get_network_boxes + NMS)."""
+"""Tests for darknet_py.outputs.detections (upstream get_network_boxes + NMS)."""
 import json
 import math
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""ONNX export (darknet_py/export.py): onnxruntime and OpenCV 5 run the exports with
+"""ONNX export (darknet_py/outputs/export.py): onnxruntime and OpenCV 5 run the exports with
 darknet_py's outputs, and `postprocess` gives get_network_boxes' boxes before NMS.
 
 Every forward fixture is exported once, at its own size with its own weights, with both

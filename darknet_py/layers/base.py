@@ -95,7 +95,7 @@ class Layer(nn.Module):
 
     type_name = "none"  # upstream's name table entry ("none" where it has none)
     type_id = -1  # upstream's LAYER_TYPE enum
-    onnx_refusal: str | None = None  # why an ONNX export (export.py) cannot hold this layer
+    onnx_refusal: str | None = None  # why an ONNX export (outputs/export.py) cannot hold this layer
     # what the layer is, for the network and the trainer (they never compare type names)
     is_detection_output = False  # get_network_boxes reads its output (predict_raw returns it)
     is_detector_head = False  # upstream's "Detection layer": train_detector takes the last one's keys

@@ -264,6 +264,6 @@ def export_onnx(net, path: str | os.PathLike, *, batch: int = 1, width: int | No
         raise ExportError(f"{work.path}: ONNX export failed: {_first_line(first)}") from None
     model = program.model_proto
     model.doc_string = (f"darknet_py export of {os.path.basename(str(work.path))} ({o.width}x{o.height}); "
-                        f"outputs: {', '.join(names)} (see darknet_py/export.py)")
+                        f"outputs: {', '.join(names)} (see darknet_py/outputs/export.py)")
     atomic_write_bytes(path, model.SerializeToString())
     return names
