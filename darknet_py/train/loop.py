@@ -2,10 +2,10 @@
 backward_network (src/network.c).
 
 The plain training loop, top to bottom: load a batch, run `subdivisions` mini-batches
-(forward, each loss layer's delta through Layer.loss, backward: gradients accumulate), apply upstream's update, print
-upstream's lines, save weights. The yolo delta reaches the layer before the yolo layer as
-upstream passes it: the surrogate loss -sum(delta * yolo_input) has exactly -delta as its
-gradient there (the logistic inside the yolo layer is not differentiated).
+(forward, each loss layer's Layer.loss, backward: gradients accumulate), apply upstream's
+update, print upstream's lines, save weights. The yolo delta reaches the layer before the
+yolo layer as upstream passes it: the surrogate loss -sum(delta * yolo_input) has exactly
+-delta as its gradient there (the logistic inside the yolo layer is not differentiated).
 """
 from __future__ import annotations
 
