@@ -70,7 +70,7 @@ def main() -> None:
 
     import torch
     from darknet_py import compat
-    from darknet_py.detections import network_boxes, nms
+    from darknet_py.outputs.detections import network_boxes, nms
     from darknet_py.network import build_network
 
     if args.threads:

@@ -9,7 +9,7 @@ Each (cfg, batch) runs in a fresh process so that peak RSS is per case. Weights 
 arithmetic rate reached (upstream's BFLOPs per image x images/s) beside what one large
 float32 matrix product reaches on this machine (`sgemm_gflops`: the practical ceiling of
 direct convolution; the images/s it would allow is `sgemm_bound_images_per_s`). Beside it,
-onnxruntime (CPU, as many threads) on the same network exported by darknet_py/export.py at the
+onnxruntime (CPU, as many threads) on the same network exported by darknet_py/outputs/export.py at the
 same batch size (`onnxruntime_images_per_s`; null, with the reason, without the onnx extra).
 """
 from __future__ import annotations
@@ -83,9 +83,9 @@ def run_case(cfg: str, size: int, batch: int, seconds: float, threads: int) -> d
 
 
 def onnxruntime_case(net, x, seconds: float, threads: int) -> dict:
-    """images/s of onnxruntime (CPU) on net's ONNX export (darknet_py/export.py), batch x.shape[0]."""
+    """images/s of onnxruntime (CPU) on net's ONNX export (darknet_py/outputs/export.py), batch x.shape[0]."""
     import tempfile
-    from darknet_py.export import ExportError
+    from darknet_py.outputs.export import ExportError
 
     try:
         import onnxruntime as ort

@@ -48,7 +48,7 @@ def _mish(x):
     In an ONNX export, F.mish (the same function; softplus thresholds 20 as upstream's):
     it becomes ONNX's one Mish op. The clamped tanh form would become Clip, Exp, Add, Log,
     Tanh, Mul, which OpenCV's importer fuses into its Mish layer applied to the Clip's
-    output, i.e. mish(min(x, 20)): 20 instead of x for every x > 20 (see export.py)."""
+    output, i.e. mish(min(x, 20)): 20 instead of x for every x > 20 (see outputs/export.py)."""
     if torch.onnx.is_in_onnx_export():
         return F.mish(x)
     if torch.is_grad_enabled() and x.requires_grad:

@@ -18,6 +18,9 @@ The degenerate-case guards of upstream are kept exactly:
   ``c`` is 0.
 
 Pairwise versions ``box_*_pairwise(a (M,4), b (N,4)) -> (M,N)`` are provided too.
+
+``dx_box_iou`` (torch): the gradient of an IoU-kind loss with respect to a predicted box, as
+upstream's dx_box_iou computes it, which the [yolo] and [Gaussian_yolo] deltas use.
 """
 from __future__ import annotations
 
@@ -359,3 +362,80 @@ def box_ciou_pairwise(a, b):
 
 def box_iou_kind_pairwise(a, b, kind="iou"):
     return pairwise(box_iou_kind, a, b, kind)
+
+
+def dx_box_iou(pred: torch.Tensor, truth: torch.Tensor, kind: str) -> torch.Tensor:
+    """upstream dx_box_iou: d(IoU-kind)/d(x, y, w, h) of pred, as upstream computes it. (M, 4)."""
+    px, py, pw, ph = pred.unbind(-1)
+    tx, ty, tw, th = truth.unbind(-1)
+    top, bot, left, right = py - ph / 2, py + ph / 2, px - pw / 2, px + pw / 2
+    pt, pb = torch.minimum(top, bot), torch.maximum(top, bot)
+    pl, pr = torch.minimum(left, right), torch.maximum(left, right)
+    tt, tb, tl, tr = ty - th / 2, ty + th / 2, tx - tw / 2, tx + tw / 2
+    X = (pb - pt) * (pr - pl)
+    Xhat = (tb - tt) * (tr - tl)
+    Ih = torch.minimum(pb, tb) - torch.maximum(pt, tt)
+    Iw = torch.minimum(pr, tr) - torch.maximum(pl, tl)
+    I = Iw * Ih
+    U = X + Xhat - I
+    S = (px - tx) ** 2 + (py - ty) ** 2
+    gCw = torch.maximum(pr, tr) - torch.minimum(pl, tl)
+    gCh = torch.maximum(pb, tb) - torch.minimum(pt, tt)
+    gC = gCw * gCh
+    zero = torch.zeros_like(px)
+    dX = {"t": -(pr - pl), "b": pr - pl, "l": -(pb - pt), "r": pb - pt}
+    dI = {"t": torch.where(pt > tt, -Iw, zero), "b": torch.where(pb < tb, Iw, zero),
+          "l": torch.where(pl > tl, -Ih, zero), "r": torch.where(pr < tr, Ih, zero)}
+    dU = {k: dX[k] - dI[k] for k in dX}
+    dC = {"t": torch.where(pt < tt, -gCw, zero), "b": torch.where(pb > tb, gCw, zero),
+          "l": torch.where(pl < tl, -gCh, zero), "r": torch.where(pr > tr, gCh, zero)}
+    p = {k: torch.where(U > 0, (U * dI[k] - I * dU[k]) / (U * U), zero) for k in dX}
+    # a degenerate (flipped) pred box uses the other side's gradient, as upstream
+    tb_ok, lr_ok = top < bot, left < right
+    p_t = torch.where(tb_ok, p["t"], p["b"])
+    p_b = torch.where(tb_ok, p["b"], p_t)
+    p_l = torch.where(lr_ok, p["l"], p["r"])
+    p_r = torch.where(lr_ok, p["r"], p_l)
+    p = {"t": p_t, "b": p_b, "l": p_l, "r": p_r}
+    if kind == "giou":
+        g = {k: (gC * dU[k] - U * dC[k]) / (gC * gC) for k in dX}
+        no_overlap = (Iw <= 0) | (Ih <= 0)
+        p = {k: torch.where(no_overlap, g[k], torch.where(gC > 0, p[k] + g[k], p[k])) for k in dX}
+    dx, dy = p["l"] + p["r"], p["t"] + p["b"]
+    dw, dh = p["r"] - p["l"], p["b"] - p["t"]
+    if kind in ("diou", "ciou"):
+        Ct = torch.minimum(py - ph / 2, ty - th / 2)
+        Cb = torch.maximum(py + ph / 2, ty + th / 2)
+        Cl = torch.minimum(px - pw / 2, tx - tw / 2)
+        Cr = torch.maximum(px + pw / 2, tx + tw / 2)
+        Cw, Ch = Cr - Cl, Cb - Ct
+        C = Cw * Cw + Ch * Ch
+        one = torch.ones_like(px)
+        dCt_dy = torch.where(pt < tt, one, zero)
+        dCt_dh = torch.where(pt < tt, -0.5 * one, zero)
+        dCb_dy = torch.where(pb > tb, one, zero)
+        dCb_dh = torch.where(pb > tb, 0.5 * one, zero)
+        dCl_dx = torch.where(pl < tl, one, zero)
+        dCl_dw = torch.where(pl < tl, -0.5 * one, zero)
+        dCr_dx = torch.where(pr > tr, one, zero)
+        dCr_dw = torch.where(pr > tr, 0.5 * one, zero)
+        dCw_dx, dCw_dw = dCr_dx - dCl_dx, dCr_dw - dCl_dw
+        dCh_dy, dCh_dh = dCb_dy - dCt_dy, dCb_dh - dCt_dh
+        CC = C * C
+        ddx = (2 * (tx - px) * C - (2 * Cw * dCw_dx) * S) / CC
+        ddy = (2 * (ty - py) * C - (2 * Ch * dCh_dy) * S) / CC
+        ddw = (2 * Cw * dCw_dw) * S / CC
+        ddh = (2 * Ch * dCh_dh) * S / CC
+        if kind == "ciou":
+            atan_d = torch.atan(tw / th) - torch.atan(pw / ph)
+            ar_loss = 4 / (math.pi * math.pi) * atan_d * atan_d
+            alpha = ar_loss / (1 - I / U + ar_loss + 0.000001)
+            ddw = ddw + alpha * (8 / (math.pi * math.pi) * atan_d * ph)
+            ddh = ddh + alpha * (-8 / (math.pi * math.pi) * atan_d * pw)
+        no_overlap = (Iw <= 0) | (Ih <= 0)
+        pos = C > 0
+        dx = torch.where(no_overlap, ddx, torch.where(pos, dx + ddx, dx))
+        dy = torch.where(no_overlap, ddy, torch.where(pos, dy + ddy, dy))
+        dw = torch.where(no_overlap, ddw, torch.where(pos, dw + ddw, dw))
+        dh = torch.where(no_overlap, ddh, torch.where(pos, dh + ddh, dh))
+    return torch.stack([dx, dy, dw, dh], -1)

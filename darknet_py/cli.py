@@ -16,7 +16,7 @@ from .cfg import CfgError, read_data_cfg
 from .devices import DeviceError
 from .flags import FlagError, Flags, UsageError, c_atoi
 from .image import ImageError
-from .weights import WeightsError
+from .outputs.weights import WeightsError
 
 USAGE = """usage: darknet.py <function> ...   (darknet.py --help: the flags)
   detector test|train|valid|map|recall|calc_anchors|demo|draw DATA CFG [WEIGHTS] ...
@@ -248,13 +248,13 @@ def save_labels(dets, names, thresh, image_path) -> None:
         best = max(((p, j) for j, p in d["probs"].items() if p > thresh), default=None)
         if best is not None:
             lines.append(f"{best[1]} {d['x']:2.4f} {d['y']:2.4f} {d['w']:2.4f} {d['h']:2.4f}\n")
-    from .fileio import atomic_write_text
+    from .outputs.fileio import atomic_write_text
     atomic_write_text(image_to_label_path(image_path), "".join(lines))
 
 
 def export(f: Flags) -> int:
     """darknet_py's own `export CFG WEIGHTS OUT.onnx` (darknet_py/export.py)."""
-    from .export import ExportError, export_onnx
+    from .outputs.export import ExportError, export_onnx
     from .network import build_network
 
     args = SimpleNamespace(batch=f.int("-batch", 1), width=f.int("-width", 0), height=f.int("-height", 0),

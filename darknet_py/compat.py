@@ -37,10 +37,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .cfg import read_data_cfg
-from .detections import Detections, network_boxes, nms, nms_obj
-from .detections import class_sort  # the tie rule nms() sorts with, so our orders agree
+from .outputs.detections import Detections, network_boxes, nms, nms_obj
+from .outputs.detections import class_sort  # the tie rule nms() sorts with, so our orders agree
 from .image import letterbox_image as _letterbox_pixels
 from .image import resize_image as _resize_pixels
+from .layers.region import Region
 
 __all__ = [
     # ctypes structures and pointer types
@@ -460,9 +461,8 @@ def predict_image_letterbox(net, image: IMAGE):
 def _best_class(model, probs: np.ndarray) -> np.ndarray:
     """DETECTION.best_class_idx as libdarknet leaves it: set (first highest prob > 0, else -1)
     only by [region] layers; 0 (calloc) for every other kind."""
-    kinds = {layer.type_name for layer in model.layers
-             if layer.type_name in ("yolo", "Gaussian_yolo", "region", "detection")}
-    if kinds != {"region"} or probs.shape[1] == 0:
+    heads = [layer for layer in model.layers if layer.is_detection_output]
+    if not heads or not all(isinstance(layer, Region) for layer in heads) or probs.shape[1] == 0:
         return np.zeros(len(probs), np.int32)
     return np.where(probs.max(axis=1) > 0, probs.argmax(axis=1), -1).astype(np.int32)
 

@@ -48,15 +48,9 @@ from .layers.convolutional import Convolutional
 from .layers.route import Route
 from .layers.upsample import Upsample
 from .layer_timing import BackwardTimer, ForwardTimer, LayerTimes
-from .options import NetOptions
-from . import weights as _weights
+from .cfg.options import NetOptions
+from .outputs import weights as _weights
 
-# upstream's "Detection layer" set: what train_detector / test_detector take the last of
-DETECTION_LAYER_TYPES = ("yolo", "Gaussian_yolo", "region")
-# layers whose output get_network_boxes reads
-DETECTION_TYPES = DETECTION_LAYER_TYPES + ("detection",)
-# layers whose training forward reads the truth (upstream's state.truth) and computes a delta
-LOSS_LAYER_TYPES = DETECTION_TYPES + ("softmax", "cost")
 # whose training arithmetic: upstream's GPU (cuDNN) build, or its CPU build (module docstring)
 TRAIN_FLAVORS = ("cudnn", "cpu")
 
@@ -67,7 +61,7 @@ def announce_detection_layers(net, out=None):
     out = out or sys.stdout
     det = net.layers[-1]
     for layer in net.layers:
-        if layer.type_name in DETECTION_LAYER_TYPES:
+        if layer.is_detector_head:
             det = layer
             print(f" Detection layer: {layer.index} - type = {layer.type_id} ", file=out)
     return det
@@ -125,7 +119,7 @@ class Network(nn.Module):
         keep = {len(built) - 1, self.output_index}
         for layer in built:
             keep.update(layer.refs)
-            if layer.type_name in DETECTION_TYPES:
+            if layer.is_detection_output:
                 keep.add(layer.index)
         self._keep = keep
         self.unused_warnings = [] if quiet else warn_unused(sections)
@@ -154,7 +148,7 @@ class Network(nn.Module):
     def forward_train(self, x: torch.Tensor, flavor: str | None = None,
                       iteration: int | None = None) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
         """Training forward (see the module docstring): the outputs kept as forward() keeps
-        them plus those of every loss layer (LOSS_LAYER_TYPES), and the input of every loss layer. Layers up to frozen_upto(iteration) and
+        them plus those of every loss layer (Layer.produces_loss), and the input of every loss layer. Layers up to frozen_upto(iteration) and
         onlyforward layers run without gradient.
 
         flavor: default `self.train_flavor`. iteration: upstream's get_current_iteration
@@ -180,7 +174,7 @@ class Network(nn.Module):
         inputs: dict[int, torch.Tensor] = {}
         fw, bw = self._timer("fw", x), self._timer("bw", x)
         for layer in layers:
-            loss_layer = layer.type_name in LOSS_LAYER_TYPES
+            loss_layer = layer.produces_loss
             if loss_layer:
                 inputs[layer.index] = x
             if layer.onlyforward or layer.index <= stop:
@@ -221,7 +215,7 @@ class Network(nn.Module):
         return self
 
     def output_indices(self) -> list[int]:
-        out = [l.index for l in self.layers if l.type_name in DETECTION_TYPES]
+        out = [l.index for l in self.layers if l.is_detection_output]
         last = len(self.layers) - 1
         return out + ([last] if last not in out else [])
 
@@ -265,7 +259,7 @@ class Network(nn.Module):
 
         Boxes are those with a class probability above thresh (keep_all: every box that
         get_network_boxes returned, as upstream's drawing and printing loop over them)."""
-        from .detections import network_boxes, apply_nms
+        from .outputs.detections import network_boxes, apply_nms
         raw = self.predict_raw(x)
         dets, kind, beta, classes = network_boxes(self, raw, thresh, hier_thresh,
                                                   im_w or self.options.width, im_h or self.options.height, letter)
@@ -277,7 +271,7 @@ class Network(nn.Module):
         """Write this network as ONNX: predict_raw's outputs, or with postprocess=True
         get_network_boxes' boxes before NMS; options: export.export_onnx's (batch, width,
         height, dynamic, postprocess, thresh, raw). Returns the output names."""
-        from .export import export_onnx
+        from .outputs.export import export_onnx
         return export_onnx(self, path, **options)
 
     def initialize(self, seed: int | None = None) -> "Network":
@@ -341,7 +335,7 @@ def _run(timer, layer, x, refs):
 
 def _network_output_index(layers) -> int:
     i = len(layers) - 1
-    while i > 0 and layers[i].type_name == "cost":
+    while i > 0 and not layers[i].is_prediction:
         i -= 1
     return i
 

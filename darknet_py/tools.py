@@ -212,7 +212,7 @@ def oneoff(f: Flags) -> int:
     weights; batch-norm arrays from 0), then the first third of its filters copied over the second
     and third thirds; seen and iteration reset."""
     cfg, weights, out = _three(f, "oneoff")
-    from .weights import read_header
+    from .outputs.weights import read_header
     net = _net(cfg, None, batch=None).initialize()  # what the file does not hold keeps a fresh init, as upstream's
     l = net.layers[-2]
     stored, shift = 9372, 5
@@ -238,7 +238,7 @@ def oneoff(f: Flags) -> int:
 
 
 def _load_oneoff(net, target, path, stored, shift, read_header) -> None:
-    from .weights import WeightsError
+    from .outputs.weights import WeightsError
     try:
         with open(path, "rb") as fh:
             header = read_header(fh, path)

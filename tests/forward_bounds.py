@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from darknet_py.detections import Detections, _nms_kind
+from darknet_py.outputs.detections import Detections, _nms_kind
 
 EPS32 = float(np.finfo(np.float32).eps)
 

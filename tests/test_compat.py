@@ -28,7 +28,7 @@ cv2 = pytest.importorskip("cv2")
 
 import darknet  # noqa: E402  (tests/conftest.py puts the repository root on sys.path)
 from darknet_py import compat  # noqa: E402
-from darknet_py.detections import network_boxes, nms  # noqa: E402
+from darknet_py.outputs.detections import network_boxes, nms  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MAP = Path(__file__).resolve().parent / "data" / "map"

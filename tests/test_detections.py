@@ -1,4 +1,4 @@
-"""Tests for darknet_py.detections (upstream get_network_boxes + NMS)."""
+"""Tests for darknet_py.outputs.detections (upstream get_network_boxes + NMS)."""
 import json
 import math
 from pathlib import Path
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from darknet_py.box import box_diou, box_iou
-from darknet_py.detections import (
+from darknet_py.outputs.detections import (
     Detections,
     correct_yolo_boxes,
     detection_detections,

@@ -108,7 +108,7 @@ def test_demo_without_dont_show_on_a_dead_display_runs_headless(tmp_path):
 SHOW_CHART = """
 import sys, cv2
 sys.path.insert(0, sys.argv[1])
-from darknet_py.chart import TrainChart
+from darknet_py.outputs.chart import TrainChart
 from darknet_py import display
 c = TrainChart("w", 100, 20.0, out_dir=sys.argv[2], dont_show=False)
 for i in range(3):

@@ -1,4 +1,4 @@
-"""ONNX export (darknet_py/export.py): onnxruntime and OpenCV 5 run the exports with
+"""ONNX export (darknet_py/outputs/export.py): onnxruntime and OpenCV 5 run the exports with
 darknet_py's outputs, and `postprocess` gives get_network_boxes' boxes before NMS.
 
 Every forward fixture is exported once, at its own size with its own weights, with both
@@ -21,8 +21,8 @@ pytest.importorskip("onnxscript")
 import cv2  # noqa: E402
 
 from darknet_py.cli import main  # noqa: E402
-from darknet_py.detections import network_boxes  # noqa: E402
-from darknet_py.export import DECODED_TYPES, output_indices  # noqa: E402
+from darknet_py.outputs.detections import network_boxes  # noqa: E402
+from darknet_py.outputs.export import DECODED_TYPES, output_indices  # noqa: E402
 from darknet_py.network import build_network  # noqa: E402
 
 FORWARD = Path(__file__).parent / "data" / "forward"

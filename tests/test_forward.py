@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 import torch
 
-from darknet_py.detections import apply_nms, network_boxes
+from darknet_py.outputs.detections import apply_nms, network_boxes
 from forward_bounds import Bounds, check_detections, nms_three_valued
 
 FORWARD = Path(__file__).parent / "data" / "forward"

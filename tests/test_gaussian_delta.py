@@ -1,11 +1,11 @@
-"""[Gaussian_yolo] training deltas (darknet_py/gaussian_delta.py) against upstream's
+"""[Gaussian_yolo] training deltas (darknet_py/layers/gaussian_yolo/delta.py) against upstream's
 forward_gaussian_yolo_layer.
 
 No upstream fixtures exist for this layer, so: (a) small cases worked by hand from upstream's
 formulas, (b) a slow, literal transcription of upstream's loops (plain Python over images,
 rows, columns, anchors and truths, in the C code's order, on upstream's flat l.output)
 compared with the vectorized function on random outputs and truths. The transcription takes
-the IoU-loss gradient from darknet_py.yolo_delta.dx_box_iou (checked against upstream's own
+the IoU-loss gradient from darknet_py.box.dx_box_iou (checked against upstream's own
 deltas by test_yolo_delta); everything else is written out below.
 """
 import math
@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from darknet_py.gaussian_delta import gaussian_yolo_delta
+from darknet_py.layers.gaussian_yolo.delta import gaussian_yolo_delta
 from darknet_py.network import build_network
-from darknet_py.yolo_delta import FLT_MAX, class_multipliers, dx_box_iou
+from darknet_py.box import dx_box_iou
+from darknet_py.layers.delta_common import FLT_MAX, class_multipliers
 
 CFG = Path(__file__).resolve().parent.parent / "cfg"
 

@@ -2,8 +2,8 @@
 
 Every import in every module of darknet_py (at module level or inside a function: a lazy
 import is still a dependency) is read with ast. Floors, lowest first: the layers and the
-pure maths (layers/, activations, box, *_delta, cfg, options, weights, image, ...), network,
-data/ and eval/, train/, cli and compat at the top. Nothing below train/ imports train/, and
+pure maths (layers/ with the detection deltas, activations, box, cfg/, outputs/, image,
+...), network, data/ and eval/, train/, cli and compat at the top. Nothing below train/ imports train/, and
 train/ does not import cli.
 """
 import ast

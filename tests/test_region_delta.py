@@ -1,4 +1,4 @@
-"""[region] training deltas (darknet_py/region_delta.py) against upstream's forward_region_layer.
+"""[region] training deltas (darknet_py/layers/region/delta.py) against upstream's forward_region_layer.
 
 There are no upstream fixtures for this layer, so: (a) small cases worked by hand from
 upstream's formulas, (b) a slow, literal transcription of upstream's loops (below: plain
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from darknet_py.network import build_network
-from darknet_py.region_delta import region_delta
+from darknet_py.layers.region.delta import region_delta
 
 CFG = Path(__file__).resolve().parent.parent / "cfg"
 

@@ -96,7 +96,7 @@ def _samples(drv, url, n=2, gap=0.8, timeout=10.0):
 
 
 def test_chart_stream_in_chromium(tmp_path, monkeypatch, browser):
-    from darknet_py.chart import TrainChart
+    from darknet_py.outputs.chart import TrainChart
 
     monkeypatch.setenv(stream.HOST_ENV, "127.0.0.1")
     port = free_port()

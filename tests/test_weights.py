@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from darknet_py.network import build_network
-from darknet_py.weights import WeightsError
+from darknet_py.outputs.weights import WeightsError
 
 DATA = Path(__file__).parent / "data"
 TRAIN_CASES = sorted(p.name for p in (DATA / "train").iterdir() if p.is_dir())

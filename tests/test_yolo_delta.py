@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from darknet_py.network import build_network
-from darknet_py.yolo_delta import yolo_delta
+from darknet_py.layers.yolo.delta import yolo_delta
 
 TRAIN = Path(__file__).parent / "data" / "train"
 CASES = sorted(p.name for p in TRAIN.iterdir() if p.is_dir())

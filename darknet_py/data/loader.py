@@ -27,9 +27,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-# train_detector uses the last layer of these types for jitter, resize, max_boxes, classes
-from ..network import DETECTION_LAYER_TYPES
-
 from .crand import CRandom, F32
 from .detection import SHOW_IMGS_MESSAGE, AugmentOptions, ImageSource, load_batch, normalize
 from .labels import Issue
@@ -361,7 +358,7 @@ def default_workers() -> int:
 def last_detection_layer(net):
     """The layer train_detector takes jitter, resize, max_boxes and classes from: the
     last [yolo], [Gaussian_yolo] or [region]."""
-    found = [l for l in net.layers if getattr(l, "type_name", None) in DETECTION_LAYER_TYPES]
+    found = [l for l in net.layers if getattr(l, "is_detector_head", False)]
     if not found:
         raise ValueError(f"{getattr(net, 'path', 'the network')}: no [yolo], [Gaussian_yolo] or [region] "
                          "layer, so there is nothing to train a detector with")

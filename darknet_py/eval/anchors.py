@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from ..fileio import atomic_write_bytes, atomic_write_text
+from ..outputs.fileio import atomic_write_bytes, atomic_write_text
 from .common import EvalError, load_data, data_str, read_valid_list
 
 F32 = np.float32

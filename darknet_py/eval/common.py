@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from ..cfg import CfgError, Section, read_data_cfg
-from ..network import DETECTION_LAYER_TYPES, announce_detection_layers  # noqa: F401 (re-exported)
-from ..detections import Detections, _front_order, class_sort, apply_nms, zero_objectness_swap
+from ..network import announce_detection_layers  # noqa: F401 (re-exported)
+from ..outputs.detections import Detections, _front_order, class_sort, apply_nms, zero_objectness_swap
 
 F32 = np.float32
 
@@ -141,7 +141,7 @@ def read_truth(image_path: str, classes: int, missing_ok: bool = True, out=None)
 
 # ------------------------------------------------------------------------------ network
 def detection_layers(net) -> list:
-    return [layer for layer in net.layers if layer.type_name in DETECTION_LAYER_TYPES]
+    return [layer for layer in net.layers if layer.is_detector_head]
 
 
 def network_classes(net) -> int:

@@ -27,7 +27,8 @@ import time
 
 import numpy as np
 
-from ..detections import network_boxes
+from ..outputs.detections import network_boxes
+from ..layers.yolo import Yolo
 from .common import F32, EvalError, load_eval_network, nms_in_upstream_order
 
 DEMO_NMS = 0.45
@@ -193,7 +194,7 @@ def demo(cfgfile: str, weightfile: str | None, names: list[str], classes: int, f
          http_post_host: str | None = None, out=None, net=None, device=None, benchmark_layers: bool = False) -> dict:
     """Run the demo loop to the end of the video; returns {"frames", "avg_fps", "output"}."""
     import cv2
-    from ..fileio import atomic_write_bytes, atomic_write_text
+    from ..outputs.fileio import atomic_write_bytes, atomic_write_text
 
     out = out or sys.stdout
     tty = hasattr(out, "isatty") and out.isatty()
@@ -215,7 +216,7 @@ def demo(cfgfile: str, weightfile: str | None, names: list[str], classes: int, f
             raise EvalError(f"camera {cam_index}: Couldn't connect to webcam.")
     layer = net.layers[-1]
     for lc in net.layers:
-        if lc.type_name == "yolo":
+        if isinstance(lc, Yolo):  # upstream's demo checks the last [yolo] layer's classes
             layer = lc
     lclasses = getattr(layer, "classes", None)
     if lclasses != classes:

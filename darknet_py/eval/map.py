@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 from ..box import box_iou
-from ..detections import network_boxes
+from ..outputs.detections import network_boxes
 from .common import (F32, EvalError, announce_detection_layers, batched, check_names, c_nan_str, data_str,
                      default_batch, empty_truth, eval_mode, iter_network_inputs, load_data, network_classes,
                      nms_in_upstream_order, predict_many, read_names_file, read_truth, read_valid_list)

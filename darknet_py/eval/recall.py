@@ -17,7 +17,7 @@ import sys
 import numpy as np
 
 from ..box import box_iou
-from ..detections import network_boxes, nms_obj
+from ..outputs.detections import network_boxes, nms_obj
 from .common import (F32, eval_mode, iter_network_inputs, load_data, load_eval_network, data_str,
                      network_classes, predict_many, read_truth, read_valid_list)
 

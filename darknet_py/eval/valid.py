@@ -25,8 +25,8 @@ import time
 
 import numpy as np
 
-from ..detections import network_boxes
-from ..fileio import atomic_write_text
+from ..outputs.detections import network_boxes
+from ..outputs.fileio import atomic_write_text
 from .coco import CocoTarget, coco_json_text, coco_lines, evaluate_coco
 from .common import (F32, EvalError, announce_detection_layers, basecfg, batched, check_names, data_str,
                      default_batch, eval_mode, iter_network_inputs, load_data, load_eval_network,

@@ -1,4 +1,9 @@
-"""LAYERS: cfg section name -> layer class, with upstream's aliases (string_to_layer_type)."""
+"""LAYERS: cfg section name -> layer class, with upstream's aliases (string_to_layer_type).
+
+One module per upstream layer type (convolutional.py, route.py, ...); the detection layers
+are packages holding their training delta beside the forward (yolo/, region/,
+gaussian_yolo/), delta_common.py what those deltas share; base.py the Layer contract.
+"""
 from __future__ import annotations
 
 from .base import BuildContext, Layer

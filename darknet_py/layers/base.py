@@ -9,12 +9,13 @@ order a .weights file stores them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..cfg import Section
-from ..options import NetOptions
+from ..cfg.options import NetOptions
 
 
 @dataclass
@@ -63,12 +64,43 @@ def check_size(section: Section, key: str, floats: int) -> None:
         raise section.error(key, f"the layer would need {floats} floats; that is not a plausible network")
 
 
+@dataclass
+class LossContext:
+    """What a loss layer needs of the network in training (upstream's network_state and net):
+    the network's input size, net.seen (already counting this mini-batch, as upstream), whose
+    training arithmetic (Network.train_flavor) and every loss layer's input (forward_train)."""
+
+    netw: int
+    neth: int
+    seen: int
+    flavor: str
+    inputs: dict[int, torch.Tensor]
+
+
+@dataclass
+class LayerLoss:
+    """A loss layer's part of one mini-batch: its cost (what get_network_cost averages), the
+    scalar whose autograd backward hands the layers before it upstream's delta (None when no
+    gradient flows there), and for the detection layers their statistics (total_bbox,
+    rewritten_bbox, ...) and the line upstream prints."""
+
+    cost: float
+    surrogate: torch.Tensor | None = None
+    stats: Any = None
+    line: str | None = None
+
+
 class Layer(nn.Module):
     """Base of every layer. Subclasses set upstream's summary fields in __init__."""
 
     type_name = "none"  # upstream's name table entry ("none" where it has none)
     type_id = -1  # upstream's LAYER_TYPE enum
-    onnx_refusal: str | None = None  # why an ONNX export (export.py) cannot hold this layer
+    onnx_refusal: str | None = None  # why an ONNX export (outputs/export.py) cannot hold this layer
+    # what the layer is, for the network and the trainer (they never compare type names)
+    is_detection_output = False  # get_network_boxes reads its output (predict_raw returns it)
+    is_detector_head = False  # upstream's "Detection layer": train_detector takes the last one's keys
+    produces_loss = False  # its training forward reads the truth: loss() gives its cost and delta
+    is_prediction = True  # get_network_output may stop here (not [cost], whose output is zeros)
 
     def __init__(self, ctx: BuildContext):
         super().__init__()
@@ -145,6 +177,19 @@ class Layer(nn.Module):
             raise ValueError(f"{self.type_name} layer {self.index}: the truth has {t.shape[1]} values per image, "
                              f"the layer {v.shape[1]} (classes in the data file must match the cfg)")
         return v, t
+
+    def loss(self, output: torch.Tensor, truth: torch.Tensor, net: LossContext) -> LayerLoss:
+        """Upstream's training forward with state.truth, for a layer with produces_loss: its
+        output in training, the mini-batch's truth, what it needs of the network."""
+        raise NotImplementedError(f"[{self.type_name}] layer {self.index} computes no loss")
+
+    def delta_loss(self, inp: torch.Tensor, delta: torch.Tensor, cost: float, flavor: str,
+                   stats: Any = None) -> LayerLoss:
+        """The LayerLoss of a delta upstream hands back from `inp` (the tensor the backward
+        starts from: the layer's input, or its output where that passes the delta on)."""
+        term = self.backward_surrogate(inp, delta, flavor) if inp.requires_grad else None
+        line = stats.line(self, inp.shape[0]) if stats is not None else None
+        return LayerLoss(cost, term, stats, line)
 
     def backward_surrogate(self, inp: torch.Tensor, delta: torch.Tensor, flavor: str) -> torch.Tensor:
         """For a detection layer: a scalar whose gradient with respect to this layer's input

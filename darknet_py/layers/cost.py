@@ -24,6 +24,8 @@ COST_TYPES = ("sse", "masked", "smooth")
 class Cost(Layer):
     type_name = "cost"
     type_id = 10
+    produces_loss = True
+    is_prediction = False  # its output is zeros outside training: get_network_output skips it
 
     def __init__(self, ctx: BuildContext):
         super().__init__(ctx)
@@ -37,6 +39,12 @@ class Cost(Layer):
 
     def forward(self, x, outputs=None):
         return x.new_zeros(x.shape[0], self.outputs, 1, 1)
+
+    def loss(self, output, truth, net):
+        """The delta is taken at the layer's input (its output is zeros)."""
+        inp = net.inputs[self.index]
+        delta, cost = self.loss_delta(inp, truth)
+        return self.delta_loss(inp, delta, cost, net.flavor)
 
     def loss_delta(self, inp: torch.Tensor, truth: torch.Tensor):
         """forward_cost_layer with truth: (delta already times `scale`, cost)."""

@@ -18,6 +18,7 @@ from .base import BuildContext, Layer
 class Detection(Layer):
     type_name = "detection"
     type_id = 6
+    is_detection_output = True  # its training delta (forward_detection_layer with truth) is not implemented
 
     def __init__(self, ctx: BuildContext):
         super().__init__(ctx)

@@ -22,7 +22,7 @@ import torch
 
 from ..cfg import CfgError
 from . import register
-from .base import BuildContext, Layer
+from .base import BuildContext, Layer, LayerLoss
 
 # fill_hierarchy's mark for the truth of a tree group the label says nothing about
 SECRET_NUM = -1234
@@ -125,6 +125,7 @@ def softmax_groups(x: torch.Tensor, sizes: list[int], temperature: float = 1.0,
 class Softmax(Layer):
     type_name = "softmax"
     type_id = 5
+    produces_loss = True
 
     def __init__(self, ctx: BuildContext):
         super().__init__(ctx)
@@ -156,6 +157,14 @@ class Softmax(Layer):
         if flat.requires_grad:  # backward_softmax_layer: axpy(delta) into the previous delta
             y = flat.reshape(y.shape) + (y - flat.reshape(y.shape)).detach()
         return y
+
+    def loss(self, output, truth, net):
+        """The delta is taken at the output, which passes it to the input unchanged; with
+        noloss=1 the cost stays 0 and still counts in get_network_cost's mean, as upstream's."""
+        if self.noloss:
+            return LayerLoss(0.0)
+        delta, cost = self.loss_delta(output, truth, net.flavor)
+        return self.delta_loss(output, delta, cost, net.flavor)
 
     def loss_delta(self, output: torch.Tensor, truth: torch.Tensor, flavor: str = "cudnn"):
         """softmax_x_ent (forward_softmax_layer with truth): (delta, cost).

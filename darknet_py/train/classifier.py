@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .. import display
-from ..chart import TrainChart
+from ..outputs.chart import TrainChart
 from ..devices import select_device
 from .loop import (Trainer, _NoChart, _progress, basecfg, closing, inference_copy, save_final, saved_on_interrupt,
                    start_network)

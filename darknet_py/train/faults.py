@@ -178,7 +178,7 @@ def _release_memory() -> None:
 def backup_problem(backup: str) -> str | None:
     """Why the weights could not be saved in the backup folder (tried before the first
     iteration), or None."""
-    from ..fileio import folder_unwritable
+    from ..outputs.fileio import folder_unwritable
 
     why = folder_unwritable(backup)
     if why:

@@ -2,10 +2,10 @@
 backward_network (src/network.c).
 
 The plain training loop, top to bottom: load a batch, run `subdivisions` mini-batches
-(forward, yolo deltas, backward: gradients accumulate), apply upstream's update, print
-upstream's lines, save weights. The yolo delta reaches the layer before the yolo layer as
-upstream passes it: the surrogate loss -sum(delta * yolo_input) has exactly -delta as its
-gradient there (the logistic inside the yolo layer is not differentiated).
+(forward, each loss layer's Layer.loss, backward: gradients accumulate), apply upstream's
+update, print upstream's lines, save weights. The yolo delta reaches the layer before the
+yolo layer as upstream passes it: the surrogate loss -sum(delta * yolo_input) has exactly
+-delta as its gradient there (the logistic inside the yolo layer is not differentiated).
 """
 from __future__ import annotations
 
@@ -21,12 +21,10 @@ import numpy as np
 import torch
 
 from .. import display
-from ..chart import TrainChart
+from ..outputs.chart import TrainChart
 from ..devices import select_device
+from ..layers.base import LossContext
 from ..network import Network, announce_detection_layers, build_network
-from ..gaussian_delta import gaussian_yolo_delta
-from ..region_delta import region_delta
-from ..yolo_delta import yolo_delta
 from .faults import NanWatch, WeightsSaver, backup_problem, out_of_memory_line, stop_on_out_of_memory
 from .lr_policy import current_rate
 
@@ -41,51 +39,33 @@ def basecfg(cfgfile: str) -> str:
 @dataclass
 class MiniBatchResult:
     cost: float  # upstream's get_network_cost: mean over the layers that have a cost
-    stats: dict = field(default_factory=dict)  # layer index -> YoloStats
+    stats: dict = field(default_factory=dict)  # layer index -> the detection layer's statistics
 
 
 def forward_backward(net: Network, x: torch.Tensor, truth: torch.Tensor, err=sys.stderr) -> MiniBatchResult:
     """One mini-batch: upstream's train_network_datum without the update.
 
-    Every layer whose forward reads the truth computes its delta and cost: the detection
-    layers from box rows (n, max_boxes, truth_size), [softmax] and [cost] from one row of
-    class values per image (n, classes). The loss is get_network_cost: the mean of their costs."""
+    Every layer whose forward reads the truth (produces_loss) gives its cost and delta through
+    Layer.loss: the detection layers from box rows (n, max_boxes, truth_size), [softmax] and
+    [cost] from one row of class values per image (n, classes). The loss is get_network_cost:
+    the mean of their costs."""
     outputs, inputs = net.forward_train(x)
-    netw, neth = net.options.width, net.options.height
+    o = net.options
+    ctx = LossContext(netw=o.width, neth=o.height, seen=net.seen, flavor=net.train_flavor, inputs=inputs)
     surrogate = None
     result = MiniBatchResult(0.0)
     costs = []
     for layer in net.layers:
-        if layer.type_name in ("softmax", "cost"):
-            if layer.type_name == "cost":
-                target = inputs[layer.index]
-                delta, cost = layer.loss_delta(target, truth)
-            elif layer.noloss:  # its cost stays 0 and still counts in the mean, as upstream's
-                costs.append(0.0)
-                continue
-            else:  # the delta is taken at the output, which passes it to the input unchanged
-                target = outputs[layer.index]
-                delta, cost = layer.loss_delta(target, truth, net.train_flavor)
-            costs.append(cost)
-            if target.requires_grad:
-                term = layer.backward_surrogate(target, delta, net.train_flavor)
-                surrogate = term if surrogate is None else surrogate + term
+        if not layer.produces_loss:
             continue
-        if layer.type_name == "yolo":
-            delta, stats = yolo_delta(layer, outputs[layer.index], truth, netw, neth)
-        elif layer.type_name == "region":  # its delta is already w.r.t. the region input
-            delta, stats = region_delta(layer, outputs[layer.index], truth, net.seen)
-        elif layer.type_name == "Gaussian_yolo":
-            delta, stats = gaussian_yolo_delta(layer, outputs[layer.index], truth, netw, neth)
-        else:
-            continue
-        result.stats[layer.index] = stats
-        costs.append(stats.cost)
-        print(stats.line(layer, x.shape[0]), file=err)
-        inp = inputs[layer.index]
-        if inp.requires_grad:
-            term = layer.backward_surrogate(inp, delta, net.train_flavor)
-            surrogate = term if surrogate is None else surrogate + term
+        loss = layer.loss(outputs[layer.index], truth, ctx)
+        costs.append(loss.cost)
+        if loss.stats is not None:
+            result.stats[layer.index] = loss.stats
+        if loss.line is not None:
+            print(loss.line, file=err)
+        if loss.surrogate is not None:
+            surrogate = loss.surrogate if surrogate is None else surrogate + loss.surrogate
     if surrogate is not None:
         surrogate.backward()
     result.cost = sum(costs) / len(costs) if costs else 0.0
@@ -132,7 +112,7 @@ class Trainer:
         for i in range(n):
             # the loader hands tensors (numpy arrays work too): no copy on the CPU, one
             # non-blocking copy of pinned memory to a GPU; the truth stays on the host, where
-            # the detection layers plan their assignments (yolo_delta.py)
+            # the detection layers plan their assignments (layers/yolo/delta.py)
             xs = torch.as_tensor(x[i * mb:(i + 1) * mb]).to(self.device, non_blocking=True)
             if self.channels_last and xs.dim() == 4:
                 xs = xs.contiguous(memory_format=torch.channels_last)

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from darknet_py.options import NetOptions
+from darknet_py.cfg.options import NetOptions
 
 __all__ = ["current_batch", "current_rate", "printed_rate", "format_rate"]
 

@@ -44,9 +44,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..layers.batchnorm import Batchnorm
 from ..layers.convolutional import Convolutional
 from ..layers.conv_lstm import ConvLSTM
 from ..layers.crnn import CRNN
+from ..layers.shortcut import Shortcut
 
 f32 = np.float32
 
@@ -146,7 +148,7 @@ class UpstreamSGD:
             return [t for sub in layer._convs() for t in self._nan_guarded(sub)]
         if isinstance(layer, Convolutional):
             w = layer.conv_weight()
-        elif layer.type_name == "shortcut" and layer.nweights:
+        elif isinstance(layer, Shortcut) and layer.nweights:
             w = layer.weights
         else:
             return []
@@ -165,7 +167,6 @@ class UpstreamSGD:
         ls = f32(o.loss_scale)
         lr = f32(rate) * f32(layer.learning_rate_scale) / ls
         lr_b = lr / f32(batch)
-        kind = layer.type_name
         if isinstance(layer, (CRNN, ConvLSTM)):  # update_crnn_layer / update_conv_lstm_layer_gpu: its convolutions
             for sub in layer._convs():
                 self._update_layer(sub, rate, batch, t)
@@ -187,10 +188,10 @@ class UpstreamSGD:
             if layer.clip:
                 with torch.no_grad():
                     w.clamp_(-layer.clip, layer.clip)
-        elif kind == "batchnorm":
+        elif isinstance(layer, Batchnorm):
             for p in (layer.biases, layer.scales):
                 self._sgd(p, lr_b, o.momentum)
-        elif kind == "shortcut" and layer.nweights:
+        elif isinstance(layer, Shortcut) and layer.nweights:
             w = layer.weights
             self.buffers[w] = self._repaired(w)
             self._sgd(w, lr_b, o.momentum, clamp=1.0)

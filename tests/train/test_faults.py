@@ -299,7 +299,7 @@ def test_weights_and_charts_get_the_umask_mode(tmp_path, umask, mode):
 
 
 def test_a_replaced_file_keeps_its_mode(tmp_path):
-    from darknet_py.fileio import atomic_write_bytes
+    from darknet_py.outputs.fileio import atomic_write_bytes
 
     f = tmp_path / "w.weights"
     f.write_bytes(b"old")

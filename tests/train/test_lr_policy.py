@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from darknet_py.cfg import parse_cfg_text
-from darknet_py.options import NetOptions
+from darknet_py.cfg.options import NetOptions
 from darknet_py.train.lr_policy import current_batch, current_rate, format_rate, printed_rate
 
 CASES = json.loads((Path(__file__).resolve().parents[1] / "data" / "lr_policies.json").read_text())

@@ -1,5 +1,5 @@
 """Upstream: forward_yolo_layer's training part, process_batch, delta_yolo_box, delta_yolo_class,
-averages_yolo_deltas (src/yolo_layer.c) and dx_box_iou (src/box.c).
+averages_yolo_deltas (src/yolo_layer.c); the IoU losses' gradient (dx_box_iou) is box.py's.
 
 Pure function of a [yolo] layer's training output and the truth array: returns upstream's
 l.delta (sign: target minus output) and the numbers upstream prints and sums as the cost.
@@ -10,15 +10,13 @@ upstream's order wherever it matters and stays vectorized.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .box import box_giou, box_iou, box_iou_kind
-
-FLT_MAX = 3.4028234663852886e38
+from ...box import box_giou, box_iou, box_iou_kind, dx_box_iou
+from ..delta_common import FLT_MAX, class_multipliers, finite
 
 
 @dataclass
@@ -46,20 +44,6 @@ class YoloStats:
                 f"iou_loss = {(self.loss - self.classification_loss) / batch:f}, total_loss = {self.loss / batch:f} ")
 
 
-def class_multipliers(layer) -> list[float] | None:
-    """Upstream's get_classes_multipliers: max(counter)/counter, clipped at max_delta."""
-    counters = getattr(layer, "counters_per_class", None)
-    if not counters:
-        return None
-    counters = [max(1, c) for c in counters]
-    top = float(max(counters))
-    return [min(top / c, layer.max_delta) for c in counters]
-
-
-def _finite(x: torch.Tensor) -> torch.Tensor:
-    return torch.where(torch.isfinite(x), x, torch.zeros_like(x))
-
-
 def pred_boxes(out: torch.Tensor, anchors_wh: torch.Tensor, netw: int, neth: int, new_coords: bool) -> torch.Tensor:
     """upstream get_yolo_box for every cell: (N, A, H, W, 4) x, y, w, h relative to the image."""
     n, a, _, h, w = out.shape
@@ -76,83 +60,6 @@ def pred_boxes(out: torch.Tensor, anchors_wh: torch.Tensor, netw: int, neth: int
         bw = torch.exp(out[:, :, 2]) * aw / netw
         bh = torch.exp(out[:, :, 3]) * ah / neth
     return torch.stack([bx, by, bw, bh], -1)
-
-
-def dx_box_iou(pred: torch.Tensor, truth: torch.Tensor, kind: str) -> torch.Tensor:
-    """upstream dx_box_iou: d(IoU-kind)/d(x, y, w, h) of pred, as upstream computes it. (M, 4)."""
-    px, py, pw, ph = pred.unbind(-1)
-    tx, ty, tw, th = truth.unbind(-1)
-    top, bot, left, right = py - ph / 2, py + ph / 2, px - pw / 2, px + pw / 2
-    pt, pb = torch.minimum(top, bot), torch.maximum(top, bot)
-    pl, pr = torch.minimum(left, right), torch.maximum(left, right)
-    tt, tb, tl, tr = ty - th / 2, ty + th / 2, tx - tw / 2, tx + tw / 2
-    X = (pb - pt) * (pr - pl)
-    Xhat = (tb - tt) * (tr - tl)
-    Ih = torch.minimum(pb, tb) - torch.maximum(pt, tt)
-    Iw = torch.minimum(pr, tr) - torch.maximum(pl, tl)
-    I = Iw * Ih
-    U = X + Xhat - I
-    S = (px - tx) ** 2 + (py - ty) ** 2
-    gCw = torch.maximum(pr, tr) - torch.minimum(pl, tl)
-    gCh = torch.maximum(pb, tb) - torch.minimum(pt, tt)
-    gC = gCw * gCh
-    zero = torch.zeros_like(px)
-    dX = {"t": -(pr - pl), "b": pr - pl, "l": -(pb - pt), "r": pb - pt}
-    dI = {"t": torch.where(pt > tt, -Iw, zero), "b": torch.where(pb < tb, Iw, zero),
-          "l": torch.where(pl > tl, -Ih, zero), "r": torch.where(pr < tr, Ih, zero)}
-    dU = {k: dX[k] - dI[k] for k in dX}
-    dC = {"t": torch.where(pt < tt, -gCw, zero), "b": torch.where(pb > tb, gCw, zero),
-          "l": torch.where(pl < tl, -gCh, zero), "r": torch.where(pr > tr, gCh, zero)}
-    p = {k: torch.where(U > 0, (U * dI[k] - I * dU[k]) / (U * U), zero) for k in dX}
-    # a degenerate (flipped) pred box uses the other side's gradient, as upstream
-    tb_ok, lr_ok = top < bot, left < right
-    p_t = torch.where(tb_ok, p["t"], p["b"])
-    p_b = torch.where(tb_ok, p["b"], p_t)
-    p_l = torch.where(lr_ok, p["l"], p["r"])
-    p_r = torch.where(lr_ok, p["r"], p_l)
-    p = {"t": p_t, "b": p_b, "l": p_l, "r": p_r}
-    if kind == "giou":
-        g = {k: (gC * dU[k] - U * dC[k]) / (gC * gC) for k in dX}
-        no_overlap = (Iw <= 0) | (Ih <= 0)
-        p = {k: torch.where(no_overlap, g[k], torch.where(gC > 0, p[k] + g[k], p[k])) for k in dX}
-    dx, dy = p["l"] + p["r"], p["t"] + p["b"]
-    dw, dh = p["r"] - p["l"], p["b"] - p["t"]
-    if kind in ("diou", "ciou"):
-        Ct = torch.minimum(py - ph / 2, ty - th / 2)
-        Cb = torch.maximum(py + ph / 2, ty + th / 2)
-        Cl = torch.minimum(px - pw / 2, tx - tw / 2)
-        Cr = torch.maximum(px + pw / 2, tx + tw / 2)
-        Cw, Ch = Cr - Cl, Cb - Ct
-        C = Cw * Cw + Ch * Ch
-        one = torch.ones_like(px)
-        dCt_dy = torch.where(pt < tt, one, zero)
-        dCt_dh = torch.where(pt < tt, -0.5 * one, zero)
-        dCb_dy = torch.where(pb > tb, one, zero)
-        dCb_dh = torch.where(pb > tb, 0.5 * one, zero)
-        dCl_dx = torch.where(pl < tl, one, zero)
-        dCl_dw = torch.where(pl < tl, -0.5 * one, zero)
-        dCr_dx = torch.where(pr > tr, one, zero)
-        dCr_dw = torch.where(pr > tr, 0.5 * one, zero)
-        dCw_dx, dCw_dw = dCr_dx - dCl_dx, dCr_dw - dCl_dw
-        dCh_dy, dCh_dh = dCb_dy - dCt_dy, dCb_dh - dCt_dh
-        CC = C * C
-        ddx = (2 * (tx - px) * C - (2 * Cw * dCw_dx) * S) / CC
-        ddy = (2 * (ty - py) * C - (2 * Ch * dCh_dy) * S) / CC
-        ddw = (2 * Cw * dCw_dw) * S / CC
-        ddh = (2 * Ch * dCh_dh) * S / CC
-        if kind == "ciou":
-            atan_d = torch.atan(tw / th) - torch.atan(pw / ph)
-            ar_loss = 4 / (math.pi * math.pi) * atan_d * atan_d
-            alpha = ar_loss / (1 - I / U + ar_loss + 0.000001)
-            ddw = ddw + alpha * (8 / (math.pi * math.pi) * atan_d * ph)
-            ddh = ddh + alpha * (-8 / (math.pi * math.pi) * atan_d * pw)
-        no_overlap = (Iw <= 0) | (Ih <= 0)
-        pos = C > 0
-        dx = torch.where(no_overlap, ddx, torch.where(pos, dx + ddx, dx))
-        dy = torch.where(no_overlap, ddy, torch.where(pos, dy + ddy, dy))
-        dw = torch.where(no_overlap, ddw, torch.where(pos, dw + ddw, dw))
-        dh = torch.where(no_overlap, ddh, torch.where(pos, dh + ddh, dh))
-    return torch.stack([dx, dy, dw, dh], -1)
 
 
 class _Cells:
@@ -218,7 +125,7 @@ def _box_delta(layer, pred, truth, x4, scale, norm):
     d = dx_box_iou(box, truth[:, :4], layer.iou_loss)
     if not layer.new_coords:
         d[:, 2:] = d[:, 2:] * torch.exp(x4[:, 2:])
-    d = _finite(d * norm.unsqueeze(1))
+    d = finite(d * norm.unsqueeze(1))
     if layer.max_delta != FLT_MAX:
         d = d.clamp(-layer.max_delta, layer.max_delta)
     return d
@@ -230,128 +137,174 @@ def yolo_delta(layer, out: torch.Tensor, truth: torch.Tensor, netw: int, neth: i
     out: (N, A*(5+C), H, W) the layer's training output (logistic applied, scale_x_y
     adjusted). truth: (N, T, S) upstream's truth array (x, y, w, h, class, ...; a row with
     x == 0 ends an image's list). Returns (delta (N, A*(5+C), H, W), YoloStats).
+
+    The steps follow forward_yolo_layer: every cell's objectness (toward 0, ignored near a
+    truth), the cells above truth_thresh, every truth at its best anchors, then
+    averages_yolo_deltas and the statistics.
     """
-    n_img = out.shape[0]
-    a, c, h, w = layer.n, layer.classes, layer.out_h, layer.out_w
-    k = 5 + c
-    out = out.detach().float().reshape(n_img, a, k, h, w).clone()
-    dev = out.device
-    anchors_host = np.asarray(layer.anchors, dtype=np.float32).reshape(-1, 2)
-    anchors = _upload(anchors_host, dev)
-    mask_t = _upload(np.asarray(layer.mask, dtype=np.int64), dev)
-    mult_list = class_multipliers(layer)
-    mult = _upload(np.asarray(mult_list, dtype=np.float32), dev) if mult_list is not None else None
-    stats = YoloStats()
-    sums = _DeviceSums()  # statistics stay on the device until one read at the end
-    delta = torch.zeros_like(out)
-
-    # the truth side is worked out on the host, in numpy (the loader's truth lives there):
-    # which cells get which truth in which round depends only on the truth and the anchors
-    truth = truth.detach().cpu().numpy() if isinstance(truth, torch.Tensor) else np.asarray(truth)
-    truth = truth.astype(np.float32, copy=False)
-    t_all = truth.shape[1]
-    valid = np.cumprod(truth[:, :, 0] != 0, 1).astype(bool)  # upstream stops at x == 0
-    n_truth = int(valid.sum(1).max()) if t_all else 0
-    truth, valid = truth[:, :n_truth], valid[:, :n_truth]
-    cls_all = np.trunc(truth[:, :, 4]).astype(np.int64)
-    class_ok = valid & (cls_all >= 0) & (cls_all < c)
-    truth_d, cls_all_d, class_ok_d = (_upload(t, dev) for t in (truth, cls_all, class_ok))
-    if n_truth:
-        out[:, :, 4] = _finite(out[:, :, 4])
-
-    pred = pred_boxes(out, anchors[mask_t], netw, neth, bool(layer.new_coords))  # (N, A, H, W, 4)
-    obj = out[:, :, 4]
-    delta[:, :, 4] = layer.obj_normalizer * (0 - obj)
-    best_t = None
-    if n_truth:
-        tb = truth_d[:, :, :4].view(n_img, 1, 1, 1, n_truth, 4)
-        iou = box_iou(pred.unsqueeze(-2), tb)  # (N, A, H, W, T)
-        iou = torch.where(class_ok_d.view(n_img, 1, 1, 1, n_truth), iou, torch.zeros_like(iou))
-        best_iou, best_t = iou.max(-1)  # first of equal maxima, as upstream's strict '>'
-        class_match = (out[:, :, 5:] > 0.25).any(2)
-        best_match = torch.where(class_match, best_iou, torch.zeros_like(best_iou))
-        ignore = best_match > layer.ignore_thresh
-        if layer.objectness_smooth:
-            d = layer.obj_normalizer * (best_match - obj)
-            delta[:, :, 4] = torch.where(ignore & (d > delta[:, :, 4]), d, delta[:, :, 4])
-        else:
-            delta[:, :, 4] = torch.where(ignore, torch.zeros_like(obj), delta[:, :, 4])
-
-    cells = _Cells(out, delta)
-
-    def geometry(flat_cells, anchor_n):
-        rem = flat_cells % (h * w)
-        j, i = rem // w, rem % w
-        aw, ah = anchors[anchor_n, 0], anchors[anchor_n, 1]
-        x4 = cells.out[flat_cells, :4]
-        if layer.new_coords:
-            bw = x4[:, 2] * x4[:, 2] * 4 * aw / netw
-            bh = x4[:, 3] * x4[:, 3] * 4 * ah / neth
-        else:
-            bw = torch.exp(x4[:, 2]) * aw / netw
-            bh = torch.exp(x4[:, 3]) * ah / neth
-        box = torch.stack([(i + x4[:, 0]) / w, (j + x4[:, 1]) / h, bw, bh], 1)
-        return {"box": box, "i": i.float(), "j": j.float(), "aw": aw, "ah": ah, "lw": w, "lh": h,
-                "netw": netw, "neth": neth, "x4": x4}
-
-    def apply(flat_cells, anchor_n, truth_rows, cls, truth_thresh_stage, smooth_iou=None):
-        """Apply one round of assignments (distinct cells)."""
-        g = geometry(flat_cells, anchor_n)
-        cm = mult[cls] if mult is not None else torch.ones_like(truth_rows[:, 0])
-        cur_box = cells.delta[flat_cells, :4]
-        sums.add("rewritten_bbox", (cur_box != 0).any(1).sum())
-        scale = 2 - truth_rows[:, 2] * truth_rows[:, 3]
-        inc = _box_delta(layer, g, truth_rows, g["x4"], scale, layer.iou_normalizer * cm)
-        cells.delta[flat_cells, :4] = cur_box + inc
-        stats.total_bbox += int(flat_cells.shape[0])
-        o = cells.out[flat_cells, 4]
-        cur_obj = cells.delta[flat_cells, 4]
-        if truth_thresh_stage:
-            iou_mult = smooth_iou * smooth_iou
-            new_obj = layer.obj_normalizer * ((iou_mult if layer.objectness_smooth else 1) - o)
-        else:
-            target = cm * layer.obj_normalizer * (1 - o)
-            new_obj = torch.where(cur_obj == 0, target, cur_obj) if layer.objectness_smooth else target
-        cells.delta[flat_cells, 4] = new_obj
-        cells.delta[flat_cells, 5:] = _class_delta(layer, cells.out[flat_cells, 5:], cells.delta[flat_cells, 5:],
-                                                   cls, mult)
-        if truth_thresh_stage and layer.objectness_smooth:
-            cells.delta[flat_cells, 5 + cls] = cm * (iou_mult - cells.out[flat_cells, 5 + cls])
-        if not truth_thresh_stage:
-            ious = box_iou(g["box"], truth_rows[:, :4])
-            gious = box_giou(g["box"], truth_rows[:, :4])
-            sums.add("tot_iou", ious.sum())
-            sums.add("tot_iou_loss", (1 - ious).sum())
-            sums.add("tot_giou_loss", (1 - gious).sum())
-            stats.count += int(flat_cells.shape[0])
-            stats.class_count += int(flat_cells.shape[0])
-
+    p = _YoloPass(layer, out, netw, neth)
+    t = _HostTruth(truth, layer.classes, p.dev)
+    best = _objectness_deltas(p, t)
+    cells = _Cells(p.out, p.delta)
     # stage 1: cells whose best truth overlaps above truth_thresh (never with the default
     # truth_thresh=1; these cells depend on the output, so this stage reads the device)
-    if n_truth and layer.truth_thresh < 1:
-        sel = best_iou > layer.truth_thresh
-        if sel.any():
-            cell_index = torch.arange(n_img * a * h * w, device=dev).view(n_img, a, h, w)
-            fc = cell_index[sel]
-            b = fc // (a * h * w)
-            t = best_t[sel]
-            rows = truth_d[b, t]
-            an = mask_t[(fc // (h * w)) % a]
-            apply(fc, an, rows, cls_all_d[b, t], True, best_iou[sel])
-
+    if best is not None and layer.truth_thresh < 1:
+        _truth_thresh_cells(p, t, cells, *best)
     # stage 2: every truth is assigned to its best anchor's cell, plus (iou_thresh < 1) to
     # every other masked anchor that matches it well enough; rounds of distinct cells
-    for fc, an, rows, cls in _assignment_rounds(layer, truth, class_ok, cls_all, anchors_host, n_img, netw, neth):
-        apply(*(_upload(v, dev) for v in (fc, an, rows, cls)), False)
-
+    for fc, an, rows, cls in _assignment_rounds(layer, t.rows, t.class_ok, t.cls, p.anchors_host, p.n_img,
+                                                netw, neth):
+        _apply_round(p, cells, *(_upload(v, p.dev) for v in (fc, an, rows, cls)), False)
     if layer.iou_thresh < 1.0:
-        # upstream's averages_yolo_deltas: box deltas divided by the number of positive class deltas
-        d = cells.delta
-        npos = (d[:, 5:] > 0).sum(1)
-        sel = ((d[:, 4] != 0) & (npos > 0)).unsqueeze(1)
-        d[:, :4] = torch.where(sel, d[:, :4] / npos.clamp(min=1).unsqueeze(1).to(d.dtype), d[:, :4])
+        _average_box_deltas(cells)
+    return _finish(p, cells.result())
 
-    delta = cells.result()
+
+class _YoloPass:
+    """One layer's training pass: its output (N, A, 5+C, H, W) and delta, anchors, mask,
+    class multipliers and the statistics being gathered."""
+
+    def __init__(self, layer, out: torch.Tensor, netw: int, neth: int):
+        self.layer, self.netw, self.neth = layer, netw, neth
+        self.n_img = out.shape[0]
+        a, c, h, w = layer.n, layer.classes, layer.out_h, layer.out_w
+        self.shape = (self.n_img, a, 5 + c, h, w)
+        self.out = out.detach().float().reshape(self.shape).clone()
+        self.dev = dev = self.out.device
+        self.anchors_host = np.asarray(layer.anchors, dtype=np.float32).reshape(-1, 2)
+        self.anchors = _upload(self.anchors_host, dev)
+        self.mask_t = _upload(np.asarray(layer.mask, dtype=np.int64), dev)
+        mult_list = class_multipliers(layer)
+        self.mult = _upload(np.asarray(mult_list, dtype=np.float32), dev) if mult_list is not None else None
+        self.stats = YoloStats()
+        self.sums = _DeviceSums()  # statistics stay on the device until one read at the end
+        self.delta = torch.zeros_like(self.out)
+
+
+class _HostTruth:
+    """The truth side, worked out on the host in numpy (the loader's truth lives there): which
+    cells get which truth in which round depends only on the truth and the anchors. Rows end
+    at each image's first x == 0, as upstream's loop; a row counts if its class is in range."""
+
+    def __init__(self, truth, classes: int, dev: torch.device):
+        truth = truth.detach().cpu().numpy() if isinstance(truth, torch.Tensor) else np.asarray(truth)
+        truth = truth.astype(np.float32, copy=False)
+        t_all = truth.shape[1]
+        valid = np.cumprod(truth[:, :, 0] != 0, 1).astype(bool)  # upstream stops at x == 0
+        self.count = n_truth = int(valid.sum(1).max()) if t_all else 0
+        self.rows, valid = truth[:, :n_truth], valid[:, :n_truth]  # (N, T, S)
+        self.cls = np.trunc(self.rows[:, :, 4]).astype(np.int64)
+        self.class_ok = valid & (self.cls >= 0) & (self.cls < classes)
+        self.rows_d, self.cls_d, self.class_ok_d = (_upload(v, dev) for v in (self.rows, self.cls, self.class_ok))
+
+
+def _objectness_deltas(p: _YoloPass, t: _HostTruth):
+    """Every cell's objectness delta toward 0, left out (or, with objectness_smooth, raised)
+    where its box overlaps a truth above ignore_thresh. Returns the best truth of each cell
+    (best_iou, best_t), or None without truth."""
+    layer, out, delta = p.layer, p.out, p.delta
+    if t.count:
+        out[:, :, 4] = finite(out[:, :, 4])
+    pred = pred_boxes(out, p.anchors[p.mask_t], p.netw, p.neth, bool(layer.new_coords))  # (N, A, H, W, 4)
+    obj = out[:, :, 4]
+    delta[:, :, 4] = layer.obj_normalizer * (0 - obj)
+    if not t.count:
+        return None
+    tb = t.rows_d[:, :, :4].view(p.n_img, 1, 1, 1, t.count, 4)
+    iou = box_iou(pred.unsqueeze(-2), tb)  # (N, A, H, W, T)
+    iou = torch.where(t.class_ok_d.view(p.n_img, 1, 1, 1, t.count), iou, torch.zeros_like(iou))
+    best_iou, best_t = iou.max(-1)  # first of equal maxima, as upstream's strict '>'
+    class_match = (out[:, :, 5:] > 0.25).any(2)
+    best_match = torch.where(class_match, best_iou, torch.zeros_like(best_iou))
+    ignore = best_match > layer.ignore_thresh
+    if layer.objectness_smooth:
+        d = layer.obj_normalizer * (best_match - obj)
+        delta[:, :, 4] = torch.where(ignore & (d > delta[:, :, 4]), d, delta[:, :, 4])
+    else:
+        delta[:, :, 4] = torch.where(ignore, torch.zeros_like(obj), delta[:, :, 4])
+    return best_iou, best_t
+
+
+def _truth_thresh_cells(p: _YoloPass, t: _HostTruth, cells: "_Cells", best_iou, best_t) -> None:
+    """The cells whose best truth overlaps above truth_thresh take that truth's deltas."""
+    sel = best_iou > p.layer.truth_thresh
+    if not sel.any():
+        return
+    n_img, a, _, h, w = p.shape
+    cell_index = torch.arange(n_img * a * h * w, device=p.dev).view(n_img, a, h, w)
+    fc = cell_index[sel]
+    b = fc // (a * h * w)
+    ti = best_t[sel]
+    an = p.mask_t[(fc // (h * w)) % a]
+    _apply_round(p, cells, fc, an, t.rows_d[b, ti], t.cls_d[b, ti], True, best_iou[sel])
+
+
+def _cell_geometry(p: _YoloPass, cells: "_Cells", flat_cells, anchor_n) -> dict:
+    """get_yolo_box of M cells and what delta_yolo_box's target needs of them."""
+    layer, netw, neth = p.layer, p.netw, p.neth
+    h, w = p.shape[3], p.shape[4]
+    rem = flat_cells % (h * w)
+    j, i = rem // w, rem % w
+    aw, ah = p.anchors[anchor_n, 0], p.anchors[anchor_n, 1]
+    x4 = cells.out[flat_cells, :4]
+    if layer.new_coords:
+        bw = x4[:, 2] * x4[:, 2] * 4 * aw / netw
+        bh = x4[:, 3] * x4[:, 3] * 4 * ah / neth
+    else:
+        bw = torch.exp(x4[:, 2]) * aw / netw
+        bh = torch.exp(x4[:, 3]) * ah / neth
+    box = torch.stack([(i + x4[:, 0]) / w, (j + x4[:, 1]) / h, bw, bh], 1)
+    return {"box": box, "i": i.float(), "j": j.float(), "aw": aw, "ah": ah, "lw": w, "lh": h,
+            "netw": netw, "neth": neth, "x4": x4}
+
+
+def _apply_round(p: _YoloPass, cells: "_Cells", flat_cells, anchor_n, truth_rows, cls, truth_thresh_stage,
+                 smooth_iou=None) -> None:
+    """One round of assignments (distinct cells): delta_yolo_box (accumulating), the
+    objectness and delta_yolo_class, and the IoU statistics of stage 2."""
+    layer, mult, sums, stats = p.layer, p.mult, p.sums, p.stats
+    g = _cell_geometry(p, cells, flat_cells, anchor_n)
+    cm = mult[cls] if mult is not None else torch.ones_like(truth_rows[:, 0])
+    cur_box = cells.delta[flat_cells, :4]
+    sums.add("rewritten_bbox", (cur_box != 0).any(1).sum())
+    scale = 2 - truth_rows[:, 2] * truth_rows[:, 3]
+    inc = _box_delta(layer, g, truth_rows, g["x4"], scale, layer.iou_normalizer * cm)
+    cells.delta[flat_cells, :4] = cur_box + inc
+    stats.total_bbox += int(flat_cells.shape[0])
+    o = cells.out[flat_cells, 4]
+    cur_obj = cells.delta[flat_cells, 4]
+    if truth_thresh_stage:
+        iou_mult = smooth_iou * smooth_iou
+        new_obj = layer.obj_normalizer * ((iou_mult if layer.objectness_smooth else 1) - o)
+    else:
+        target = cm * layer.obj_normalizer * (1 - o)
+        new_obj = torch.where(cur_obj == 0, target, cur_obj) if layer.objectness_smooth else target
+    cells.delta[flat_cells, 4] = new_obj
+    cells.delta[flat_cells, 5:] = _class_delta(layer, cells.out[flat_cells, 5:], cells.delta[flat_cells, 5:],
+                                               cls, mult)
+    if truth_thresh_stage and layer.objectness_smooth:
+        cells.delta[flat_cells, 5 + cls] = cm * (iou_mult - cells.out[flat_cells, 5 + cls])
+    if not truth_thresh_stage:
+        ious = box_iou(g["box"], truth_rows[:, :4])
+        gious = box_giou(g["box"], truth_rows[:, :4])
+        sums.add("tot_iou", ious.sum())
+        sums.add("tot_iou_loss", (1 - ious).sum())
+        sums.add("tot_giou_loss", (1 - gious).sum())
+        stats.count += int(flat_cells.shape[0])
+        stats.class_count += int(flat_cells.shape[0])
+
+
+def _average_box_deltas(cells: "_Cells") -> None:
+    """upstream's averages_yolo_deltas: box deltas divided by the number of positive class deltas."""
+    d = cells.delta
+    npos = (d[:, 5:] > 0).sum(1)
+    sel = ((d[:, 4] != 0) & (npos > 0)).unsqueeze(1)
+    d[:, :4] = torch.where(sel, d[:, :4] / npos.clamp(min=1).unsqueeze(1).to(d.dtype), d[:, :4])
+
+
+def _finish(p: _YoloPass, delta: torch.Tensor):
+    """The losses upstream prints and the layer's cost, from the final delta (N, A, 5+C, H, W)."""
+    layer, stats, sums = p.layer, p.stats, p.sums
     no_box = delta.clone()
     no_box[:, :, :4] = 0
     sums.add("loss", (delta.reshape(-1).double() ** 2).sum())
@@ -367,6 +320,7 @@ def yolo_delta(layer, out: torch.Tensor, truth: torch.Tensor, netw: int, neth: i
     else:
         tot = stats.tot_giou_loss if layer.iou_loss == "giou" else stats.tot_iou_loss
         stats.cost = (layer.iou_normalizer * (tot / count) if stats.count else 0.0) + stats.classification_loss
+    n_img, a, k, h, w = p.shape
     return delta.reshape(n_img, a * k, h, w), stats
 
 

@@ -10,8 +10,10 @@ import warnings
 
 import torch
 
-from . import register
-from .base import BuildContext, Layer
+from .delta import yolo_delta
+from .. import register
+from ..base import BuildContext, Layer
+from ..delta_common import FLT_MAX
 
 IOU_LOSSES = ("mse", "iou", "giou", "diou", "ciou")
 
@@ -42,9 +44,6 @@ def parse_anchors(s, total: int, mask: list[int]) -> list[float]:
     n = min(len(values), need)
     biases[:n] = values[:n]
     return biases
-
-
-FLT_MAX = 3.4028234663852886e38
 
 
 def read_head(layer: Layer, ctx: BuildContext, per_anchor: int, mask_below_num: bool) -> None:
@@ -103,6 +102,7 @@ def read_training_keys(layer: Layer, s) -> None:
 class Yolo(Layer):
     type_name = "yolo"
     type_id = 28
+    is_detection_output = is_detector_head = produces_loss = True
 
     def __init__(self, ctx: BuildContext):
         super().__init__(ctx)
@@ -139,6 +139,11 @@ class Yolo(Layer):
         if self.scale_x_y != 1.0:
             xy = xy * self.scale_x_y - 0.5 * (self.scale_x_y - 1)
         return torch.cat([xy, rest], 2).reshape(n, a * k, h, w)
+
+    def loss(self, output, truth, net):
+        """forward_yolo_layer with truth (delta.py); the delta goes to the layer's input."""
+        delta, stats = yolo_delta(self, output, truth, net.netw, net.neth)
+        return self.delta_loss(net.inputs[self.index], delta, stats.cost, net.flavor, stats)
 
     def backward_surrogate(self, inp, delta, flavor):
         """backward_yolo_layer: l.delta straight to the previous layer; the GPU build's

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import display
+from .. import display
 from .fileio import atomic_write_bytes, folder_unwritable
 
 FONT = cv2.FONT_HERSHEY_COMPLEX_SMALL
@@ -66,7 +66,7 @@ class TrainChart:
             self.show = shown is not None
         self.mjpeg = None
         if mjpeg_port > 0:
-            from .stream import CHART_MAX_FPS, TRAIN_QUALITY, TRAIN_TIMEOUT, MjpegServer
+            from ..stream import CHART_MAX_FPS, TRAIN_QUALITY, TRAIN_TIMEOUT, MjpegServer
 
             server = MjpegServer(mjpeg_port, timeout=TRAIN_TIMEOUT, quality=TRAIN_QUALITY, max_fps=CHART_MAX_FPS,
                                  out=out)

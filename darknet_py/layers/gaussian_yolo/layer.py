@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import torch
 
-from . import register
-from .base import BuildContext, Layer
-from .region import parse_region_anchors
-from .yolo import Yolo, read_head, read_training_keys
+from .delta import gaussian_yolo_delta
+from .. import register
+from ..base import BuildContext, Layer
+from ..region import parse_region_anchors
+from ..yolo import Yolo, read_head, read_training_keys
 
 NMS_KINDS = ("default", "greedynms", "diounms", "cornersnms")
 YOLO_POINTS = ("center", "left_top", "right_bottom")
@@ -24,7 +25,8 @@ YOLO_POINTS = ("center", "left_top", "right_bottom")
 class GaussianYolo(Layer):
     type_name = "Gaussian_yolo"
     type_id = 29
-    backward_surrogate = Yolo.backward_surrogate  # the same delta_normalizer rule (gaussian_delta.py)
+    is_detection_output = is_detector_head = produces_loss = True
+    backward_surrogate = Yolo.backward_surrogate  # the same delta_normalizer rule (delta.py)
 
     def __init__(self, ctx: BuildContext):
         super().__init__(ctx)
@@ -52,3 +54,8 @@ class GaussianYolo(Layer):
         y = torch.cat([mu_x, sig[:, :, 1:2], mu_y, sig[:, :, 3:4], x[:, :, 4:5], sig[:, :, 5:6],
                        x[:, :, 6:7], sig[:, :, 7:]], dim=2)
         return y.reshape(nb, a * k, h, w)
+
+    def loss(self, output, truth, net):
+        """forward_gaussian_yolo_layer with truth (delta.py); the delta goes to the input."""
+        delta, stats = gaussian_yolo_delta(self, output, truth, net.netw, net.neth)
+        return self.delta_loss(net.inputs[self.index], delta, stats.cost, net.flavor, stats)

@@ -36,13 +36,16 @@ import warnings
 import torch
 from torch import nn
 
-from .cfg import CfgError
+from ..cfg import CfgError
 from .fileio import atomic_write_bytes
+from ..layers.detection import Detection
+from ..layers.region import Region
+from ..layers.yolo import Yolo
 
 OPSET = 18  # the first opset with a Mish op
 INPUT_NAME = "input"
 BOXES_NAME = "boxes"
-DECODED_TYPES = ("yolo", "Gaussian_yolo", "region")
+DECODED_TYPES = ("yolo", "Gaussian_yolo", "region")  # the sections of the layers that say is_detector_head
 
 
 class ExportError(Exception):
@@ -52,7 +55,7 @@ class ExportError(Exception):
 def output_indices(net) -> list[int]:
     """predict_raw's layers, with upstream's get_network_output in place of a last [cost]
     layer (whose inference output is zeros: a classifier exports its softmax)."""
-    out = [i for i in net.output_indices() if net.layers[i].type_name != "cost"]
+    out = [i for i in net.output_indices() if net.layers[i].is_prediction]
     last = net.output_index  # upstream's get_network_output
     return out + ([last] if last not in out else [])
 
@@ -82,15 +85,15 @@ class Exported(nn.Module):
 
 def _box_heads(net) -> list:
     """The layers get_network_boxes decodes, checked for what the graph can decode."""
-    heads = [l for l in net.layers if l.type_name in DECODED_TYPES]
-    refused = next((l for l in net.layers if l.type_name == "detection"), None)
+    heads = [l for l in net.layers if l.is_detector_head]
+    refused = next((l for l in net.layers if isinstance(l, Detection)), None)
     if refused is not None:
         raise _layer_error(net, refused, "a [detection] layer's boxes are in image pixels; export it without "
                                          "-postprocess")
     if not heads:
         raise ExportError(f"{net.path}: -postprocess needs a [yolo], [Gaussian_yolo] or [region] layer")
     for l in heads:
-        if l.type_name == "region" and (l.coords != 4 or l.softmax_tree is not None):
+        if isinstance(l, Region) and (l.coords != 4 or l.softmax_tree is not None):
             raise _layer_error(net, l, "-postprocess decodes [region] layers with coords=4 and no tree= only")
         if l.classes != heads[0].classes:
             raise _layer_error(net, l, f"classes={l.classes} but layer {heads[0].index} has {heads[0].classes}: "
@@ -119,7 +122,7 @@ def _decode(layer, out: torch.Tensor, netw: int, neth: int, thresh: float) -> to
     (detections.py) for every box, in float32 (upstream rounds exp through double)."""
     nb, a, h, w = out.shape[0], layer.n, layer.out_h, layer.out_w
     col, row = _grid(h, w, a, out)
-    if layer.type_name == "region":
+    if isinstance(layer, Region):
         # upstream's flattened l.output: (h*w*a, coords+1+classes) rows already in box order
         p = out.reshape(nb, h * w * a, -1)
         aw, ah = _anchors(layer, w, h, out)  # region anchors are in grid cells
@@ -131,7 +134,7 @@ def _decode(layer, out: torch.Tensor, netw: int, neth: int, thresh: float) -> to
     else:
         p = out.reshape(nb, a, -1, h, w).permute(0, 3, 4, 1, 2).reshape(nb, h * w * a, -1)
         aw, ah = _anchors(layer, netw, neth, out)
-        if layer.type_name == "yolo":
+        if isinstance(layer, Yolo):
             x, y, tw, th, obj = p[..., 0], p[..., 1], p[..., 2], p[..., 3], p[..., 4]
             prob = obj.unsqueeze(-1) * p[..., 5:]
             if layer.new_coords:
@@ -261,6 +264,6 @@ def export_onnx(net, path: str | os.PathLike, *, batch: int = 1, width: int | No
         raise ExportError(f"{work.path}: ONNX export failed: {_first_line(first)}") from None
     model = program.model_proto
     model.doc_string = (f"darknet_py export of {os.path.basename(str(work.path))} ({o.width}x{o.height}); "
-                        f"outputs: {', '.join(names)} (see darknet_py/export.py)")
+                        f"outputs: {', '.join(names)} (see darknet_py/outputs/export.py)")
     atomic_write_bytes(path, model.SerializeToString())
     return names

@@ -36,7 +36,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .box import box_diou, box_diounms, box_iou
+from ..box import box_diou, box_diounms, box_iou
 
 __all__ = [
     "Detections",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .cfg import Section
+from .parser import Section
 
 POLICIES = ("constant", "step", "exp", "poly", "steps", "sigmoid", "random", "sgdr")
 

@@ -14,9 +14,10 @@ import warnings
 
 import torch
 
-from . import register
-from .base import BuildContext, Layer
-from .softmax import SoftmaxTree, softmax_groups
+from .delta import region_delta
+from .. import register
+from ..base import BuildContext, Layer
+from ..softmax import SoftmaxTree, softmax_groups
 
 
 def parse_region_anchors(s, n: int, default: float, allow_extra: bool = True) -> list[float]:
@@ -42,6 +43,7 @@ def parse_region_anchors(s, n: int, default: float, allow_extra: bool = True) ->
 class Region(Layer):
     type_name = "region"
     type_id = 27
+    is_detection_output = is_detector_head = produces_loss = True
 
     def __init__(self, ctx: BuildContext):
         super().__init__(ctx)
@@ -98,3 +100,9 @@ class Region(Layer):
             rest = torch.cat([torch.softmax(rest[..., :self.classes], dim=-1), rest[..., self.classes:]], dim=-1)
         y = torch.cat(parts + [rest], dim=-1)
         return y.reshape(nb, self.out_c, self.out_h, self.out_w)
+
+    def loss(self, output, truth, net):
+        """forward_region_layer with truth (delta.py): its delta is already with respect
+        to the layer's input (the flatten undone, the logistic's derivative applied)."""
+        delta, stats = region_delta(self, output, truth, net.seen)
+        return self.delta_loss(net.inputs[self.index], delta, stats.cost, net.flavor, stats)
