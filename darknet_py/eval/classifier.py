@@ -266,6 +266,18 @@ def _input_paths(filename: str | None, out):
         yield line.rstrip("\r\n")
 
 
+def _input_images(c: Classifier, filename: str | None, out):
+    """(path, image) of each input path; an unreadable one is reported and skipped, or, when it is
+    the one image named on the command line, an EvalError."""
+    for path in _input_paths(filename, out):
+        im = c.load(path)
+        if im is None:
+            if filename:
+                raise EvalError(f"{path}: cannot load the image")
+            continue
+        yield path, im
+
+
 def predict_classifier(datacfg, cfgfile: str, weightfile: str | None, filename: str | None = None, top: int = 0,
                        out=None, err=None, device=None) -> int:
     """Upstream: predict_classifier: the top `top` classes of each image (`name: prob`, or
@@ -276,12 +288,7 @@ def predict_classifier(datacfg, cfgfile: str, weightfile: str | None, filename: 
     c.check_classes(out)
     top = c.top(top)
     done = 0
-    for path in _input_paths(filename, out):
-        im = c.load(path)
-        if im is None:
-            if filename:
-                raise EvalError(f"{path}: cannot load the image")
-            continue
+    for path, im in _input_images(c, filename, out):
         x = center_crop(im, *c.size)
         print(f"{x.shape[2]} {x.shape[1]}", file=out)
         t0 = time.perf_counter()
@@ -329,12 +336,7 @@ def try_classifier(datacfg, cfgfile: str, weightfile: str | None, filename: str 
     hook = layer.register_forward_hook(lambda m, i, o: seen.__setitem__("out", o))
     var = (_TRY_STD * _TRY_STD).astype(np.float32)
     try:
-        for path in _input_paths(filename, out):
-            im = c.load(path)
-            if im is None:
-                if filename:
-                    raise EvalError(f"{path}: cannot load the image")
-                continue
+        for path, im in _input_images(c, filename, out):
             r = imagelib.resize_min(im, 256)
             x = imagelib.crop_image(r, imagelib._c_div(r.shape[2] - 224 - 1, 2) + 1,
                                     imagelib._c_div(r.shape[1] - 224 - 1, 2) + 1, 224, 224)
