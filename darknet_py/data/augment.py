@@ -1,8 +1,11 @@
 """Upstream: load_image_mat_cv, image_data_augmentation, blend_images_cv, mat_to_image
 (src/image_opencv.cpp): the OpenCV build's image side of load_data_detection.
 
-Images stay HxWxC uint8 RGB (as upstream's cv::Mat) through crop, resize, flip, HSV,
-blur and noise, with the same OpenCV calls, and become planar float32 only at the end.
+Images stay HxWxC uint8 (as upstream's cv::Mat) through crop, resize, flip, HSV, blur and
+noise, with the same OpenCV calls, and become float32 only at the end. The detection loader keeps
+OpenCV's BGR order throughout (every step is the same per channel, or takes the order as a flag)
+and swaps to RGB while converting to float; `render` can compute the colour steps for the part of
+the image that is used only (a mosaic piece): they are per pixel, so the pixels are the same.
 """
 from __future__ import annotations
 
@@ -31,6 +34,12 @@ def read_image(path: str, channels: int) -> np.ndarray:
     cv::imread with IMREAD_COLOR (EXIF orientation applied, 16-bit reduced to 8) and
     the BGR -> RGB swap. Raises ImageError naming the file when it cannot be read.
     """
+    img = read_image_bgr(path, channels)
+    return img if img.shape[2] == 1 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_image_bgr(path: str, channels: int) -> np.ndarray:
+    """read_image without the swap: HxWx3 uint8 in OpenCV's BGR order (or HxWx1 grey)."""
     if not os.path.isfile(path):
         raise ImageError(path, "No such file" if not os.path.exists(path) else "not a regular file")
     flag = cv2.IMREAD_COLOR if channels >= 3 else cv2.IMREAD_GRAYSCALE
@@ -40,9 +49,7 @@ def read_image(path: str, channels: int) -> np.ndarray:
         raise ImageError(path, f"OpenCV error: {e}") from None
     if mat is None or mat.size == 0:
         raise ImageError(path, "cannot decode image data")
-    if mat.ndim == 2:
-        return mat[:, :, None]
-    return cv2.cvtColor(mat, cv2.COLOR_BGR2RGB)
+    return mat[:, :, None] if mat.ndim == 2 else mat
 
 
 @dataclass
@@ -93,22 +100,24 @@ def _mean_colour(img: np.ndarray) -> np.ndarray:
     return np.rint(np.asarray(cv2.mean(img)[:img.shape[2]])).clip(0, 255).astype(np.uint8)
 
 
-def distort_color(img: np.ndarray, jitter: ColorJitter) -> np.ndarray:
+def distort_color(img: np.ndarray, jitter: ColorJitter, bgr: bool = False) -> np.ndarray:
     """image_data_augmentation's HSV step on uint8 (OpenCV's 8-bit HSV: H in [0, 180)).
 
     S and V are scaled with saturation (Mat *= double rounds to nearest), H is shifted
     by 179 * hue with cv::add (saturating; OpenCV's HSV->RGB wraps hues >= 180).
-    Grey images only get the exposure factor.
+    Grey images only get the exposure factor. bgr: the image is in BGR order (OpenCV's
+    conversions take the order as a flag: the same pixels, swapped).
     """
     if jitter.is_identity():
         return img
     if img.shape[2] < 3:
         return _scale_u8(img, jitter.exposure)
-    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
-    hue = cv2.add(hsv[:, :, 0], (float(F32(179) * F32(jitter.hue)), 0, 0, 0))
-    sat = _scale_u8(hsv[:, :, 1], jitter.saturation)
-    val = _scale_u8(hsv[:, :, 2], jitter.exposure)
-    return cv2.cvtColor(np.dstack([hue.reshape(sat.shape), sat, val]), cv2.COLOR_HSV2RGB)
+    to_hsv, from_hsv = (cv2.COLOR_BGR2HSV, cv2.COLOR_HSV2BGR) if bgr else (cv2.COLOR_RGB2HSV, cv2.COLOR_HSV2RGB)
+    hue, sat, val = cv2.split(cv2.cvtColor(img, to_hsv))
+    hue = cv2.add(hue, (float(F32(179) * F32(jitter.hue)), 0, 0, 0))
+    sat = _scale_u8(sat, jitter.saturation)
+    val = _scale_u8(val, jitter.exposure)
+    return cv2.cvtColor(cv2.merge([hue.reshape(sat.shape), sat, val]), from_hsv)
 
 
 def _scale_u8(a: np.ndarray, factor: float) -> np.ndarray:
@@ -140,13 +149,16 @@ def apply_blur(img: np.ndarray, blur: int, truth: np.ndarray) -> np.ndarray:
     return out
 
 
-def add_gaussian_noise(img: np.ndarray, sigma: int, rng: CRandom) -> np.ndarray:
+def add_gaussian_noise(img: np.ndarray, sigma: int, rng: CRandom, bgr: bool = False) -> np.ndarray:
     """image_data_augmentation's noise: cv::randn into a uint8 Mat (so negative samples
-    saturate to 0: the noise only brightens), then a saturating add."""
+    saturate to 0: the noise only brightens), then a saturating add. The draws are laid out
+    as on an RGB image (bgr: the image is BGR, so they are swapped to match)."""
     if not sigma:
         return img
     sigma = min(max(sigma, 0), _MAX_NOISE)
     noise = np.clip(np.rint(rng.normal(sigma, img.shape)), 0, 255).astype(np.uint8)
+    if bgr and img.shape[2] == 3:
+        noise = np.ascontiguousarray(noise[:, :, ::-1])
     return cv2.add(img, noise).reshape(img.shape)
 
 
@@ -156,17 +168,53 @@ def to_planar(img: np.ndarray) -> np.ndarray:
     return np.divide(planes, _255, dtype=F32)
 
 
-def augment_image(img: np.ndarray, w: int, h: int, crop: Crop, flip: bool, color: ColorJitter,
-                  gaussian_noise: int, blur: int, truth: np.ndarray, rng: CRandom) -> np.ndarray:
-    """Upstream: image_data_augmentation: crop, resize to w x h, flip, HSV, blur, noise;
-    returns CxHxW float32 in [0, 1]."""
+# mat_to_image's value / 255.0f for each byte value, looked up (cv2.LUT) instead of divided
+_TO_FLOAT = (np.arange(256, dtype=F32) / _255).reshape(1, 256)
+
+
+def to_float_into(out: np.ndarray, img: np.ndarray, bgr: bool) -> None:
+    """mat_to_image into `out` (HxWxC float32): uint8 / 255.0f, or a float image copied; bgr:
+    swapped to RGB on the way."""
+    swap = bgr and img.shape[2] == 3
+    if img.dtype != np.uint8:
+        out[...] = img[:, :, ::-1] if swap else img
+        return
+    if swap:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    dst = out.reshape(img.shape) if out.flags.c_contiguous else None
+    got = cv2.LUT(img, _TO_FLOAT, dst=dst)
+    if dst is None or not np.shares_memory(got, out):  # OpenCV wrote elsewhere
+        out[...] = got.reshape(out.shape)
+
+
+def render(img: np.ndarray, w: int, h: int, crop: Crop, flip: bool, color: ColorJitter, gaussian_noise: int,
+           blur: int, truth: np.ndarray, rng: CRandom, region: tuple | None = None, bgr: bool = False) -> np.ndarray:
+    """Upstream: image_data_augmentation: crop, resize to w x h, flip, HSV, blur, noise, as HxWxC
+    uint8 in the image's channel order. region (y0, y1, x0, x1): only that part is returned,
+    and without blur or noise only its rows get the colour step. OpenCV converts an image row
+    by row (its HSV -> RGB arithmetic depends on the column: 64-pixel blocks from the row's
+    start, vector or scalar), so whole rows give the same pixels and cut columns would not;
+    blur needs the neighbours and noise draws for the whole image, so with either the whole
+    image is made and cut."""
     sized = crop_and_resize(img, crop, w, h)
     if flip:
-        sized = sized[:, ::-1]
-    sized = distort_color(np.ascontiguousarray(sized), color)
+        sized = cv2.flip(sized, 1).reshape(sized.shape)
+    rows_first = region is not None and not blur and not gaussian_noise
+    if rows_first:
+        sized = sized[region[0]:region[1]]
+    sized = distort_color(np.ascontiguousarray(sized), color, bgr)
     sized = apply_blur(sized, blur, truth)
-    sized = add_gaussian_noise(sized, gaussian_noise, rng)
-    return to_planar(sized)
+    sized = add_gaussian_noise(sized, gaussian_noise, rng, bgr)
+    if region is not None:
+        y0, y1, x0, x1 = region
+        sized = sized[:, x0:x1] if rows_first else sized[y0:y1, x0:x1]
+    return sized
+
+
+def augment_image(img: np.ndarray, w: int, h: int, crop: Crop, flip: bool, color: ColorJitter,
+                  gaussian_noise: int, blur: int, truth: np.ndarray, rng: CRandom) -> np.ndarray:
+    """Upstream: image_data_augmentation on an RGB (or grey) image: CxHxW float32 in [0, 1]."""
+    return to_planar(render(img, w, h, crop, flip, color, gaussian_noise, blur, truth, rng))
 
 
 def blend_images(new: np.ndarray, old: np.ndarray) -> np.ndarray:

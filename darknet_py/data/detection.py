@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 
 from ..image import ImageError, to_bgr_uint8
-from .augment import ColorJitter, Crop, augment_image, blend_images, read_image
+from .augment import ColorJitter, Crop, blend_images, read_image_bgr, render, to_float_into
 from .crand import CRandom, F32, c_div, c_int, precalc_random
-from .labels import Issue, image_to_label_path, read_labels
+from .labels import Issue, cached_labels, image_to_label_path
 from .truth import blend_truth, blend_truth_mosaic, count_boxes, fill_truth_detection
 
 # mixup codes (upstream's net->mixup): 1 mixup, 2 cutmix, 3 mosaic, 4 mosaic + cutmix.
@@ -200,7 +200,7 @@ class ImageSource:
 
     An unreadable image is reported (and put on bad.list) and another one is drawn;
     upstream's OpenCV build leaves a hole in the batch instead. `reader(path)` decodes (default:
-    read_image); `check(path)`, when given, returns an Issue for a path that must not be used
+    read_image_bgr: the images are then in OpenCV's BGR order, `bgr` is True); `check(path)`, when given, returns an Issue for a path that must not be used
     (it is reported and never drawn again) or None.
     """
 
@@ -210,7 +210,8 @@ class ImageSource:
             raise DataError("the image list is empty")
         self.unique = len(set(self.paths))
         self.channels = channels
-        self.reader = reader  # None: read_image (kept picklable for worker processes)
+        self.reader = reader  # None: read_image_bgr (kept picklable for worker processes)
+        self.bgr = reader is None
         self.check = check
         self.bad: set[str] = set()
 
@@ -225,7 +226,7 @@ class ImageSource:
                 issues.append(problem)
             elif path not in self.bad:
                 try:
-                    return path, (self.reader(path) if self.reader else read_image(path, self.channels))
+                    return path, (self.reader(path) if self.reader else read_image_bgr(path, self.channels))
                 except ImageError as e:
                     self.bad.add(path)
                     issues.append(Issue("bad_image", path, None,
@@ -240,7 +241,8 @@ class ImageSource:
 
 @dataclass
 class Piece:
-    """One augmented image with its truth and the crop offsets mosaic needs."""
+    """One augmented image (HxWxC uint8 in the source's channel order, or the part `region_of`
+    asked for) with its truth and the crop offsets mosaic needs."""
 
     x: np.ndarray
     truth: np.ndarray
@@ -251,9 +253,10 @@ class Piece:
 
 def load_piece(src: ImageSource, opt: AugmentOptions, w: int, h: int, rng: CRandom,
                issues: list, use_mixup: int, i_mixup: int, path: str | None = None,
-               draws: "Draws | None" = None) -> Piece:
+               draws: "Draws | None" = None, region_of=None) -> Piece:
     """One pass of load_data_detection's inner loop for one image (track=1: the sequence's
-    `path` and the draws shared by the whole sequence)."""
+    `path` and the draws shared by the whole sequence). region_of(off, ow, oh): the part
+    (y0, y1, x0, x1) of the augmented image that is used (mosaic), None: all of it."""
     path, img = src.draw(rng, issues, path)
     oh, ow = img.shape[:2]
     d = draws if draws is not None else draw_augmentation(rng, opt)
@@ -266,7 +269,7 @@ def load_piece(src: ImageSource, opt: AugmentOptions, w: int, h: int, rng: CRand
                                   path, issues)
     sx, sy = F32(crop.width) / F32(ow), F32(crop.height) / F32(oh)
     dx, dy = (F32(crop.left) / F32(ow)) / sx, (F32(crop.top) / F32(oh)) / sy
-    labels = read_labels(image_to_label_path(path), opt.classes)
+    labels = cached_labels(image_to_label_path(path), opt.classes)
     issues.extend(labels.issues)
     # fill_truth_detection gets 1./sx: a double division narrowed to float
     truth, min_w_h = fill_truth_detection(labels, opt.max_boxes, opt.truth_size, d.flip, dx, dy,
@@ -274,9 +277,10 @@ def load_piece(src: ImageSource, opt: AugmentOptions, w: int, h: int, rng: CRand
     blur = d.blur
     if min_w_h // 8 < blur and blur > 1:
         blur = min_w_h // 8  # a strong blur would erase small objects
-    x = augment_image(img, w, h, crop, d.flip, d.color, d.gaussian_noise, blur, truth, rng)
     if d.flip:  # mosaic shifts are measured on the flipped image
         off[0], off[1] = off[1], off[0]
+    region = region_of(off, ow, oh) if region_of is not None else None
+    x = render(img, w, h, crop, d.flip, d.color, d.gaussian_noise, blur, truth, rng, region, src.bgr)
     return Piece(x, truth, off, ow, oh)
 
 
@@ -289,64 +293,87 @@ def mosaic_shifts(off: list[int], ow_oh_w_h: tuple, cut_x: int, cut_y: int) -> t
             min(cut_y, max(0, c_div(-ptop * h, oh))), min(h - cut_y, max(0, c_div(-pbot * h, oh))))
 
 
-def paste_quadrant(dst: np.ndarray, piece: np.ndarray, i_mixup: int, cut_x: int, cut_y: int, shifts) -> None:
-    """Copy the part of `piece` that mosaic shows into quadrant i_mixup of `dst`
-    (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right)."""
-    _, h, w = dst.shape
+def quadrant(w: int, h: int, i_mixup: int, cut_x: int, cut_y: int, shifts) -> tuple[tuple, tuple]:
+    """Where mosaic puts piece i_mixup (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right):
+    ((y0, y1, x0, x1) in the mosaic, (y0, y1, x0, x1) of the same size in the piece)."""
     left_shift, right_shift, top_shift, bot_shift = shifts
     right_piece, bottom_piece = i_mixup in (1, 3), i_mixup in (2, 3)
-    dx = slice(cut_x, w) if right_piece else slice(0, cut_x)
+    dx0, dx1 = (cut_x, w) if right_piece else (0, cut_x)
     sx0 = left_shift if right_piece else w - cut_x - right_shift
-    dy = slice(cut_y, h) if bottom_piece else slice(0, cut_y)
+    dy0, dy1 = (cut_y, h) if bottom_piece else (0, cut_y)
     sy0 = top_shift if bottom_piece else h - cut_y - bot_shift
-    dst[:, dy, dx] = piece[:, sy0:sy0 + (dy.stop - dy.start), sx0:sx0 + (dx.stop - dx.start)]
+    return (dy0, dy1, dx0, dx1), (sy0, sy0 + dy1 - dy0, sx0, sx0 + dx1 - dx0)
 
 
 def load_sample(src: ImageSource, opt: AugmentOptions, w: int, h: int, rng: CRandom, issues: list,
                 path: str | None = None, draws: "Draws | None" = None):
-    """Upstream: load_data_detection for one image: (x float32 (c, h, w), truth float32
+    """Upstream: load_data_detection for one image: (x float32 (c, h, w) RGB, truth float32
     (max_boxes, truth_size)). mixup / mosaic are applied with probability 1/2."""
+    x, truth = _sample(src, opt, w, h, rng, issues, path, draws)
+    out = np.empty(x.shape, dtype=F32)
+    to_float_into(out, x, src.bgr)
+    return out.transpose(2, 0, 1), truth
+
+
+def _sample(src: ImageSource, opt: AugmentOptions, w: int, h: int, rng: CRandom, issues: list,
+            path: str | None, draws: "Draws | None"):
+    """load_sample's image as HxWxC in the source's channel order: uint8 (float32 after a mixup),
+    and its truth. A mosaic piece is made only for the quadrant it fills."""
     use_mixup = opt.mixup
     if rng.gen() % 2 == 0:
         use_mixup = 0
-    if use_mixup == MOSAIC:
+    mosaic = use_mixup == MOSAIC
+    if mosaic:
         lo, hi = _MOSAIC_MIN_OFFSET, F32(1) - _MOSAIC_MIN_OFFSET
         cut_x = rng.int(c_int(w * lo), c_int(w * hi))
         cut_y = rng.int(c_int(h * lo), c_int(h * hi))
     x, truth = None, np.zeros((opt.max_boxes, opt.truth_size), dtype=F32)
     for i_mixup in range(use_mixup + 1):
         first = i_mixup == 0
+        region_of = None
+        if mosaic:
+            def region_of(off, ow, oh, i=i_mixup):
+                return quadrant(w, h, i, cut_x, cut_y, mosaic_shifts(off, (ow, oh, w, h), cut_x, cut_y))[1]
         p = load_piece(src, opt, w, h, rng, issues, use_mixup, i_mixup, path if first else None,
-                       draws if first else None)
-        if use_mixup == MOSAIC:
+                       draws if first else None, region_of)
+        if mosaic:
             if x is None:
-                x = np.zeros((opt.channels, h, w), dtype=F32)
+                x = np.zeros((h, w, opt.channels), dtype=np.uint8)
             shifts = mosaic_shifts(p.off, (p.ow, p.oh, w, h), cut_x, cut_y)
-            paste_quadrant(x, p.x, i_mixup, cut_x, cut_y, shifts)
+            (y0, y1, x0, x1), _ = quadrant(w, h, i_mixup, cut_x, cut_y, shifts)
+            x[y0:y1, x0:x1] = p.x
             blend_truth_mosaic(truth, p.truth, w, h, cut_x, cut_y, i_mixup, shifts, bool(opt.mosaic_bound))
-        elif i_mixup == 0:
+        elif first:
             x, truth = p.x, p.truth
         else:  # mixup: average the two images, append the second one's boxes
-            x = blend_images(p.x, x)
+            x = blend_images(_as_float(p.x), _as_float(x))
             blend_truth(truth, p.truth)
     return x, truth
 
 
+def _as_float(img: np.ndarray) -> np.ndarray:
+    return img if img.dtype == F32 else np.divide(img, F32(255), dtype=F32)
+
+
 def load_batch(src: ImageSource, opt: AugmentOptions, n: int, w: int, h: int, seed,
                show_dir: str | None = None):
-    """n samples: (x float32 (n, c, h, w), truth float32 (n, max_boxes, truth_size),
-    issues). With show_dir, each sample is also written there as aug_*.jpg."""
+    """n samples: (x float32 (n, c, h, w) RGB, truth float32 (n, max_boxes, truth_size), issues).
+    x is laid out channels-last in memory (a transposed view of (n, h, w, c)): what the network
+    takes on the CPU, written once from the uint8 images. With show_dir, each sample is also
+    written there as aug_*.jpg."""
     rng = CRandom(seed)
     random_index = rng.gen()
     issues: list = []
-    xs = np.empty((n, opt.channels, h, w), dtype=F32)
+    xs = np.empty((n, h, w, opt.channels), dtype=F32)
     ys = np.empty((n, opt.max_boxes, opt.truth_size), dtype=F32)
+    planar = xs.transpose(0, 3, 1, 2)
     paths, draws = sequential_paths(src.paths, n, opt, rng) if opt.track else ([None] * n, [None] * n)
     for i in range(n):
-        xs[i], ys[i] = load_sample(src, opt, w, h, rng, issues, paths[i], draws[i])
+        x, ys[i] = _sample(src, opt, w, h, rng, issues, paths[i], draws[i])
+        to_float_into(xs[i], x, src.bgr)
         if show_dir is not None:
-            save_preview(xs[i], ys[i], os.path.join(show_dir, f"aug_{random_index}_{i}_{rng.gen()}.jpg"))
-    return xs, ys, issues
+            save_preview(planar[i], ys[i], os.path.join(show_dir, f"aug_{random_index}_{i}_{rng.gen()}.jpg"))
+    return planar, ys, issues
 
 
 def sequential_paths(paths: list, n: int, opt: AugmentOptions, rng: CRandom) -> tuple[list, list]:

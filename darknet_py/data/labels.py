@@ -159,6 +159,31 @@ def read_labels(label_path: str, classes: int) -> Labels:
     return Labels(ids, xywh, ltrb.astype(F32), track, issues)
 
 
+# cached_labels keeps at most this many files' boxes (a few hundred bytes each)
+_CACHE_FILES = 1 << 18
+_cache: dict = {}
+
+
+def cached_labels(label_path: str, classes: int) -> Labels:
+    """read_labels, read again only when the file's size or modification time changed: the
+    loader reads the same few files over and over (every mosaic piece). Callers must not
+    modify the arrays."""
+    try:
+        st = os.stat(label_path)
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+    except OSError:
+        return read_labels(label_path, classes)  # reported as read_labels reports it
+    key = (label_path, classes)
+    hit = _cache.get(key)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    labels = read_labels(label_path, classes)
+    if len(_cache) >= _CACHE_FILES:
+        _cache.clear()
+    _cache[key] = (stamp, labels)
+    return labels
+
+
 def _parse_line(fields: list[str], classes: int):
     """(class, x, y, w, h) or (None, the reason the line is unusable)."""
     if len(fields) != 5:

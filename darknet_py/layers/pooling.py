@@ -70,14 +70,41 @@ class Maxpool(Layer):
         ph = _pad_amounts(self.size, self.stride_y, self.pad, self.h, self.out_h)
         if self.avg:
             return self._avg(x, pw, ph)
-        xp = _pad(x, pw, ph, float("-inf"))
-        return F.max_pool2d(xp, (self.size, self.size), (self.stride_y, self.stride_x))
+        k, st = (self.size, self.size), (self.stride_y, self.stride_x)
+        ceil = _native_padding(self.size, st, (ph, pw), (self.h, self.w), (self.out_h, self.out_w))
+        if ceil is not None:
+            # the same windows with torch's own (implicit -inf) padding: no padded copy, forward
+            # or backward
+            return F.max_pool2d(x, k, st, (ph[0], pw[0]), ceil_mode=ceil)
+        return F.max_pool2d(_pad(x, pw, ph, float("-inf")), k, st)
 
     def _avg(self, x, pw, ph):
         xp = _pad(x, pw, ph, 0.0)
         ones = _pad(torch.ones_like(x[:1, :1]), pw, ph, 0.0)
         k, st = (self.size, self.size), (self.stride_y, self.stride_x)
         return F.avg_pool2d(xp, k, st) / F.avg_pool2d(ones, k, st)
+
+
+def _native_padding(size: int, stride: tuple, pads: tuple, n_in: tuple, n_out: tuple):
+    """None, or the ceil_mode with which F.max_pool2d, padding `before` on both sides, has
+    upstream's windows: they start at i * stride - before in both, and torch reads no element
+    past the input, so they are the same when torch's output size is upstream's (torch's
+    padding is at most half the window)."""
+    if any(not 0 <= before <= size // 2 for before, _after in pads):
+        return None
+    for ceil in (False, True):
+        if all(_torch_pool_size(n, size, s, before, ceil) == o for s, (before, _), n, o in zip(stride, pads, n_in, n_out)):
+            return ceil
+    return None
+
+
+def _torch_pool_size(n: int, size: int, stride: int, pad: int, ceil: bool) -> int:
+    # at::pooling_output_shape: with ceil_mode the last window must start inside the input
+    # or the left padding
+    out = (n + 2 * pad - size + (stride - 1 if ceil else 0)) // stride + 1
+    if ceil and (out - 1) * stride >= n + pad:
+        out -= 1
+    return out
 
 
 def _pad(x, pw, ph, value):
