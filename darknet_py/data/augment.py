@@ -168,14 +168,20 @@ def to_planar(img: np.ndarray) -> np.ndarray:
     return np.divide(planes, _255, dtype=F32)
 
 
-# mat_to_image's value / 255.0f for each byte value, looked up (cv2.LUT) instead of divided
-_TO_FLOAT = (np.arange(256, dtype=F32) / _255).reshape(1, 256)
+# mat_to_image's value / 255.0f for each byte value, looked up (cv2.LUT, or on a GPU by the
+# trainer) instead of divided
+BYTE_TO_FLOAT = np.arange(256, dtype=F32) / _255
+_TO_FLOAT = BYTE_TO_FLOAT.reshape(1, 256)
 
 
 def to_float_into(out: np.ndarray, img: np.ndarray, bgr: bool) -> None:
     """mat_to_image into `out` (HxWxC float32): uint8 / 255.0f, or a float image copied; bgr:
-    swapped to RGB on the way."""
+    swapped to RGB on the way. A uint8 `out` takes the bytes as they are (the conversion is
+    then the trainer's, with BYTE_TO_FLOAT)."""
     swap = bgr and img.shape[2] == 3
+    if out.dtype == np.uint8:
+        out[...] = img[:, :, ::-1] if swap else img
+        return
     if img.dtype != np.uint8:
         out[...] = img[:, :, ::-1] if swap else img
         return

@@ -356,15 +356,18 @@ def _as_float(img: np.ndarray) -> np.ndarray:
 
 
 def load_batch(src: ImageSource, opt: AugmentOptions, n: int, w: int, h: int, seed,
-               show_dir: str | None = None):
+               show_dir: str | None = None, uint8: bool = False):
     """n samples: (x float32 (n, c, h, w) RGB, truth float32 (n, max_boxes, truth_size), issues).
     x is laid out channels-last in memory (a transposed view of (n, h, w, c)): what the network
-    takes on the CPU, written once from the uint8 images. With show_dir, each sample is also
-    written there as aug_*.jpg."""
+    takes on the CPU, written once from the uint8 images. uint8: x holds the bytes (a quarter of
+    the copy to a GPU, which converts them with augment.BYTE_TO_FLOAT), unless mixup may blend
+    images (that makes values no byte holds). With show_dir, each sample is also written there as
+    aug_*.jpg."""
     rng = CRandom(seed)
     random_index = rng.gen()
     issues: list = []
-    xs = np.empty((n, h, w, opt.channels), dtype=F32)
+    as_bytes = uint8 and opt.mixup != MIXUP and show_dir is None
+    xs = np.empty((n, h, w, opt.channels), dtype=np.uint8 if as_bytes else F32)
     ys = np.empty((n, opt.max_boxes, opt.truth_size), dtype=F32)
     planar = xs.transpose(0, 3, 1, 2)
     paths, draws = sequential_paths(src.paths, n, opt, rng) if opt.track else ([None] * n, [None] * n)

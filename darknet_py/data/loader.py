@@ -75,12 +75,12 @@ def _append_line(path: str | None, line: str | None, failed: set | None = None) 
 class _BatchMaker:
     """What a worker process needs to build a batch (picklable)."""
 
-    def __init__(self, paths, opt: AugmentOptions, show_dir: str | None):
+    def __init__(self, paths, opt: AugmentOptions, show_dir: str | None, uint8: bool = False):
         self.source = ImageSource(paths, opt.channels)
-        self.opt, self.show_dir = opt, show_dir
+        self.opt, self.show_dir, self.uint8 = opt, show_dir, uint8
 
     def __call__(self, n: int, w: int, h: int, seed):
-        x, truth, issues = load_batch(self.source, self.opt, n, w, h, seed, self.show_dir)
+        x, truth, issues = load_batch(self.source, self.opt, n, w, h, seed, self.show_dir, self.uint8)
         return torch.from_numpy(x), torch.from_numpy(truth), issues
 
 
@@ -287,9 +287,10 @@ class BatchLoader:
 class DetectionLoader(BatchLoader):
     """Upstream: load_data_detection, OpenCV build: augmented detection batches.
 
-    x: float32 torch tensor (n, channels, h, w), RGB in [0, 1]; truth: float32 torch
-    tensor (n, max_boxes, truth_size), rows x, y, w, h, class, track_id (relative), zero
-    rows after the last box. (`.numpy()` gives numpy views of both without a copy.)
+    x: float32 torch tensor (n, channels, h, w), RGB in [0, 1], channels-last in memory (with
+    uint8=True: the bytes, value * 255, unless mixup=1); truth: float32 torch tensor (n,
+    max_boxes, truth_size), rows x, y, w, h, class, track_id (relative), zero rows after the
+    last box. (`.numpy()` gives numpy views of both without a copy.)
 
     Bad data is reported once on stderr (file and line), upstream's bad.list /
     bad_label.list get a line, and loading goes on; see darknet_py.data.labels.
@@ -318,7 +319,7 @@ class DetectionLoader(BatchLoader):
                  prefetch: int = DEFAULT_PREFETCH, bad_list: str | None = "bad.list",
                  bad_label_list: str | None = "bad_label.list", show_dir: str = ".",
                  start_method: str = "forkserver", pin_memory: bool = False, kind: str = "thread",
-                 track: dict | None = None):
+                 track: dict | None = None, uint8: bool = False):
         if classes is None:
             raise ValueError("DetectionLoader needs classes= (labels are checked against it)")
         opt = normalize(AugmentOptions(
@@ -329,7 +330,8 @@ class DetectionLoader(BatchLoader):
             **({"track": 1, "augment_speed": int(track["augment_speed"]),
                 "track_mini_batch": int(track["mini_batch"]), "track_chunks": int(track["chunks"])} if track else {})))
         self.options = opt
-        super().__init__(_BatchMaker(paths, opt, show_dir if show_imgs else None), width, height, channels=opt.channels,
+        super().__init__(_BatchMaker(paths, opt, show_dir if show_imgs else None, uint8), width, height,
+                         channels=opt.channels,
                          show_imgs=show_imgs, seed=seed, workers=workers, prefetch=prefetch, bad_list=bad_list,
                          bad_label_list=bad_label_list, start_method=start_method, pin_memory=pin_memory,
                          kind=kind)

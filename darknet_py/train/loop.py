@@ -22,6 +22,7 @@ import torch
 
 from .. import display
 from ..outputs.chart import TrainChart
+from ..data.augment import BYTE_TO_FLOAT
 from ..devices import select_device
 from ..layers.base import LossContext
 from ..network import Network, announce_detection_layers, build_network
@@ -89,6 +90,21 @@ class Trainer:
         # on it, and its convolutions, batch norm and routes take it as is (benchmarks/train.py
         # measures both)
         self.channels_last = self.device.type == "cpu"
+        self._byte_table = None
+
+    def network_input(self, x) -> torch.Tensor:
+        """A mini-batch as the network takes it: on the device, float32 (a byte batch is looked up
+        in BYTE_TO_FLOAT there: upstream's value / 255.0f, bit for bit), channels-last on the CPU
+        (the loader's layout already: no copy), NCHW on a GPU."""
+        xs = torch.as_tensor(x).to(self.device, non_blocking=True)
+        if xs.dtype == torch.uint8:
+            table = self._byte_table
+            if table is None or table.device != xs.device:
+                table = self._byte_table = torch.from_numpy(BYTE_TO_FLOAT).to(xs.device)
+            xs = table[xs.long()]
+        if xs.dim() == 4:
+            xs = xs.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        return xs
 
     def resize(self, width: int, height: int) -> None:
         """upstream's resize_network for random=1: same parameters, another input size."""
@@ -113,9 +129,7 @@ class Trainer:
             # the loader hands tensors (numpy arrays work too): no copy on the CPU, one
             # non-blocking copy of pinned memory to a GPU; the truth stays on the host, where
             # the detection layers plan their assignments (layers/yolo/delta.py)
-            xs = torch.as_tensor(x[i * mb:(i + 1) * mb]).to(self.device, non_blocking=True)
-            if self.channels_last and xs.dim() == 4:
-                xs = xs.contiguous(memory_format=torch.channels_last)
+            xs = self.network_input(x[i * mb:(i + 1) * mb])
             ts = torch.as_tensor(truth[i * mb:(i + 1) * mb])
             net.seen += mb
             net.current_subdivision = i
@@ -177,8 +191,9 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
     trainer.dist = dist
     start_iteration = trainer.iteration
     data_seed, sizes_seed = (seed, seed) if dist is None else dist.seeds(seed)
+    # a GPU gets the bytes (a quarter of the copy) and converts them itself
     loader = loader_from_net(net, paths, data.classes, show_imgs=show_imgs, seed=data_seed, workers=workers,
-                             pin_memory=device.type == "cuda")
+                             pin_memory=device.type == "cuda", uint8=device.type == "cuda")
     if o.track:
         print(f"\n Tracking! batch = {o.mini_batch}, subdiv = {o.subdivisions}, time_steps = {o.time_steps}, "
               f"mini_batch = {o.mini_batch // o.time_steps} ", file=out)
