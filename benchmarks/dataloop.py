@@ -377,10 +377,11 @@ def memory(d: Path, upstream: str | None, iters: int) -> dict:
                      "wall_s": round(r["wall_s"], 1)}
         if r["rc"] != 0:
             out[name]["error"] = "\n".join(r["tail"][-12:])
-    if upstream and out["upstream"]["rc"] == 0 and out["darknet_py"]["rc"] == 0:
-        up, ours = out["upstream"]["peak_rss_mb"], out["darknet_py"]["peak_rss_mb"]
-        out["difference_mb"] = round(ours - up, 1)
+    ours = out["darknet_py"]["peak_rss_mb"]
+    if out["darknet_py"]["rc"] == 0:
         out["darknet_py_less_import_mb"] = round(ours - out["darknet_py_import_mb"], 1)
+        if upstream and out["upstream"]["rc"] == 0:
+            out["difference_mb"] = round(ours - out["upstream"]["peak_rss_mb"], 1)
     return out
 
 
@@ -449,8 +450,10 @@ def main() -> None:
 def summary(case: str, r: dict) -> None:
     up, ours = r.get("upstream", {}), r["darknet_py"]
     line = f"{case}: darknet_py {ours.get('images_per_s')} img/s"
-    if up:
-        line += f", upstream {up.get('images_per_s')} img/s, ratio {r.get('ratio')}"
+    if up.get("images_per_s"):
+        line += f", upstream {up['images_per_s']} img/s, ratio {r.get('ratio')}"
+    elif up:
+        line += f", upstream failed (rc {up['rc']}: {up.get('error', '').splitlines()[-1:]})"
     line += f"; loader alone {r['loader']['images_per_s']} img/s"
     print(line, file=sys.stderr)
     p = r.get("profile", {})
