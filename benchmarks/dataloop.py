@@ -130,7 +130,9 @@ def loop_rate(cmd: list[str], d: Path, cfg: str, warmup: int, extra=()) -> dict:
     k = min(warmup, len(its) - 2)
     (_, t0, _, n0), (_, t1, _, n1) = its[k], its[-1]
     loads = r["loaded_s"][k + 1:] or r["loaded_s"]
-    out.update({"images_per_s": round((n1 - n0) / (t1 - t0), 2), "counted_iterations": len(its) - 1 - k,
+    rate = (n1 - n0) / (t1 - t0)
+    out.update({"images_per_s": round(rate, 2), "s_per_iteration": round((n1 - n0) / len(its[k + 1:]) / rate, 4),
+                "counted_iterations": len(its) - 1 - k,
                 "loaded_s_mean": round(statistics.mean(loads), 4) if loads else None,
                 "step_s_median": round(statistics.median(s for _, _, s, _ in its[k + 1:]), 4)})
     return out
