@@ -47,6 +47,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _common import ITERATION_LINE, LOADED_LINE  # noqa: E402
+
 
 def synthetic_batch(n: int, size: int, max_boxes: int, classes: int, rng: np.random.Generator):
     x = rng.random((n, 3, size, size), dtype=np.float32)
@@ -189,9 +191,9 @@ def run_train(cmd: list[str], d: Path, iterations: int) -> dict:
     out = r.stdout + r.stderr
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}): {out[-1500:]}")
-    steps = [float(m) for m in re.findall(r"(?m)^ \d+: [-\d.naninf]+, [-\d.naninf]+ avg loss, [\d.]+ rate, "
-                                          r"([\d.]+) seconds", out)]
-    loads = [float(m) for m in re.findall(r"(?m)^Loaded: ([\d.]+) seconds", out)]
+    lines = out.splitlines()
+    steps = [float(m.group(5)) for m in map(ITERATION_LINE.match, lines) if m]
+    loads = [float(m.group(1)) for m in map(LOADED_LINE.match, lines) if m]
     return {"wall_s": wall, "step_s": steps, "load_s": loads}
 
 
