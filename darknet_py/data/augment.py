@@ -174,6 +174,12 @@ BYTE_TO_FLOAT = np.arange(256, dtype=F32) / _255
 _TO_FLOAT = BYTE_TO_FLOAT.reshape(1, 256)
 
 
+def bytes_to_float(u8: np.ndarray) -> np.ndarray:
+    """BYTE_TO_FLOAT of every byte of a C-contiguous uint8 array (one cv2.LUT call)."""
+    flat = u8.reshape(-1, u8.shape[-1]) if u8.ndim > 1 else u8.reshape(1, -1)
+    return cv2.LUT(flat, _TO_FLOAT).reshape(u8.shape)
+
+
 def to_float_into(out: np.ndarray, img: np.ndarray, bgr: bool) -> None:
     """mat_to_image into `out` (HxWxC float32): uint8 / 255.0f, or a float image copied; bgr:
     swapped to RGB on the way. A uint8 `out` takes the bytes as they are (the conversion is

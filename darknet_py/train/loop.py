@@ -22,7 +22,7 @@ import torch
 
 from .. import display
 from ..outputs.chart import TrainChart
-from ..data.augment import BYTE_TO_FLOAT
+from ..data.augment import BYTE_TO_FLOAT, bytes_to_float
 from ..devices import select_device
 from ..layers.base import LossContext
 from ..network import Network, announce_detection_layers, build_network
@@ -93,10 +93,15 @@ class Trainer:
         self._byte_table = None
 
     def network_input(self, x) -> torch.Tensor:
-        """A mini-batch as the network takes it: on the device, float32 (a byte batch is looked up
-        in BYTE_TO_FLOAT there: upstream's value / 255.0f, bit for bit), channels-last on the CPU
-        (the loader's layout already: no copy), NCHW on a GPU."""
-        xs = torch.as_tensor(x).to(self.device, non_blocking=True)
+        """A mini-batch as the network takes it: on the device, float32 (a byte batch becomes
+        BYTE_TO_FLOAT of its bytes, upstream's value / 255.0f bit for bit: by cv2.LUT on the CPU,
+        by a lookup on a GPU after the copy), channels-last on the CPU (the loader's layout
+        already: no copy), NCHW on a GPU."""
+        xs = torch.as_tensor(x)
+        if xs.dtype == torch.uint8 and self.device.type == "cpu" and xs.dim() == 4 and \
+                xs.is_contiguous(memory_format=torch.channels_last):
+            xs = torch.from_numpy(bytes_to_float(xs.permute(0, 2, 3, 1).numpy())).permute(0, 3, 1, 2)
+        xs = xs.to(self.device, non_blocking=True)
         if xs.dtype == torch.uint8:
             table = self._byte_table
             if table is None or table.device != xs.device:
@@ -191,9 +196,10 @@ def train_detector(datacfg: str, cfgfile: str, weightfile: str | None, *, clear:
     trainer.dist = dist
     start_iteration = trainer.iteration
     data_seed, sizes_seed = (seed, seed) if dist is None else dist.seeds(seed)
-    # a GPU gets the bytes (a quarter of the copy) and converts them itself
+    # batches of bytes, converted a mini-batch at a time by the trainer (on a GPU: there, after a
+    # quarter of the copy): the batches prepared ahead hold a quarter of the memory
     loader = loader_from_net(net, paths, data.classes, show_imgs=show_imgs, seed=data_seed, workers=workers,
-                             pin_memory=device.type == "cuda", uint8=device.type == "cuda")
+                             pin_memory=device.type == "cuda", uint8=True)
     if o.track:
         print(f"\n Tracking! batch = {o.mini_batch}, subdiv = {o.subdivisions}, time_steps = {o.time_steps}, "
               f"mini_batch = {o.mini_batch // o.time_steps} ", file=out)

@@ -29,6 +29,8 @@ def test_byte_batches_are_the_float_batches(monkeypatch):
         assert (xb.dtype == torch.uint8) == as_bytes and xb.shape == xf.shape
         trainer = Trainer(build_network(next(CASE.glob("*.cfg")), train=True))
         assert torch.equal(trainer.network_input(xb), trainer.network_input(xf))
+        # NCHW bytes take the lookup a GPU uses
+        assert torch.equal(trainer.network_input(xb.contiguous()), trainer.network_input(xf))
         assert torch.equal(tb, tf)
 
 
