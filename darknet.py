@@ -17,9 +17,9 @@ if _HERE not in (os.path.abspath(p) for p in sys.path):
     sys.path.insert(0, _HERE)
 
 if __name__ == "__main__":
-    # before torch starts OpenMP: see darknet_py/__init__.py
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    from darknet_py.hostmem import restart_with_malloc_env  # before torch is loaded
+
+    restart_with_malloc_env()
     try:
         import torch  # noqa: F401
     except ImportError:
