@@ -114,7 +114,14 @@ CASES = {"near_free": NET + CONV8 + HEAD, "pool_only": NET + HEAD}
 
 
 def _env() -> dict:
-    return dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    """The children's environment without the process set-up this benchmark's own process got
+    (darknet_py/hostmem.py, OMP_WAIT_POLICY from darknet_py/__init__.py): upstream runs with
+    its defaults, darknet.py makes its own."""
+    from darknet_py.hostmem import MALLOC_ENV
+
+    ours = dict(MALLOC_ENV, DARKNET_MALLOC="set", OMP_WAIT_POLICY="PASSIVE")
+    env = {k: v for k, v in os.environ.items() if ours.get(k) != v}
+    return dict(env, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
 
 
 # ------------------------------------------------------------------ whole detector train runs
@@ -194,6 +201,7 @@ STAGES = [
     ("loader_other", "loader", "darknet_py.data.detection", "load_batch"),
     ("loader_other", "loader", "darknet_py.data.detection", "load_sample"),
     ("loader_other", "loader", "darknet_py.data.detection", "load_piece"),
+    ("loader_other", "loader", "darknet_py.data.detection", "_sample"),
     ("loader_other", "loader", "darknet_py.data.loader", "_BatchMaker.__call__"),
     ("loader_other", "loader", "darknet_py.data.loader", "_ThreadStream._make"),
     # the training thread
@@ -204,6 +212,7 @@ STAGES = [
     ("update", "main", "darknet_py.train.sgd", "UpstreamSGD.step"),
     # train_batch less the stages inside it: torch.as_tensor, the NHWC copy, counters
     ("copies_main", "main", "darknet_py.train.loop", "Trainer.train_batch"),
+    ("copies_main", "main", "darknet_py.train.loop", "Trainer.network_input"),
     ("bookkeeping", "main", "darknet_py.train.loop", "forward_backward"),
     ("bookkeeping", "main", "darknet_py.train.loop", "train_detector"),
     ("save", "main", "darknet_py.train.faults", "WeightsSaver.__call__"),
@@ -389,6 +398,10 @@ def memory(d: Path, upstream: str | None, iters: int) -> dict:
 
 # ------------------------------------------------------------------ main
 def main() -> None:
+    # the in-process profile runs with the allocator set-up of the command line (darknet_py/hostmem.py)
+    from darknet_py.hostmem import restart_with_malloc_env
+
+    restart_with_malloc_env()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--upstream", help="upstream's darknet binary (the OpenCV build: /work/upstream/build-cv/darknet)")
     ap.add_argument("--iters", type=int, default=40, help="iterations of each whole run (max_batches)")

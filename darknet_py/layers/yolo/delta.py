@@ -305,10 +305,11 @@ def _average_box_deltas(cells: "_Cells") -> None:
 def _finish(p: _YoloPass, delta: torch.Tensor):
     """The losses upstream prints and the layer's cost, from the final delta (N, A, 5+C, H, W)."""
     layer, stats, sums = p.layer, p.stats, p.sums
-    no_box = delta.clone()
-    no_box[:, :, :4] = 0
-    sums.add("loss", (delta.reshape(-1).double() ** 2).sum())
-    sums.add("classification_loss", (no_box.reshape(-1).double() ** 2).sum())
+    # sums of squares in float64, read on the fly (no float64 copy of the delta)
+    box_sq = torch.linalg.vector_norm(delta[:, :, :4], dtype=torch.float64) ** 2
+    rest_sq = torch.linalg.vector_norm(delta[:, :, 4:], dtype=torch.float64) ** 2
+    sums.add("loss", box_sq + rest_sq)
+    sums.add("classification_loss", rest_sq)
     got = sums.read()  # the one host read of this layer
     stats.tot_iou, stats.tot_iou_loss, stats.tot_giou_loss = got["tot_iou"], got["tot_iou_loss"], got["tot_giou_loss"]
     stats.rewritten_bbox = int(got["rewritten_bbox"])
