@@ -15,6 +15,9 @@ Prints one JSON object at the end (and each check's result as it finishes, on st
   the synchronizations torch counts in one step (torch.cuda.set_sync_debug_mode("warn"));
 - `eval`: `detector test` and `detector map` of the map fixture on CUDA and on the CPU, whose
   printed results must be equal;
+- `host`: whole `detector train` runs with mosaic (yolov4-tiny 416 batch 64, yolov4 608 batch
+  64/2) on 512 generated JPEGs: images/s, the GPU's busy fraction and the host cores they kept
+  busy (issue 20: the host must keep the GPU busy);
 - `multi_gpu`: `detector train -gpus 0,1` for a few iterations when two GPUs are there.
 
 Without CUDA it says so and runs the same checks on the CPU as a dry run (small sizes, the
@@ -199,6 +202,67 @@ def check_speed(device: torch.device, size: int, cfgs) -> dict:
     return {"ok": True, "size": size, **out}
 
 
+def _cpu_busy_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores so far (/proc/stat's first line)."""
+    v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = v[3] + v[4]  # idle + iowait
+    return sum(v) - idle, sum(v)
+
+
+def check_host(device: torch.device, cases) -> dict:
+    """Whole `detector train` runs with mosaic on generated 640x480 JPEGs: images/s (from the
+    iteration lines' arrival, warm-up left out), the GPU's busy fraction over the same span
+    (nvidia-smi's utilization.gpu sampled every 250 ms) and the host cores busy meanwhile (all of
+    the machine's, from /proc/stat: the check runs alone). Issue 20: the host must keep the GPU
+    busy; benchmarks/README.md has the arithmetic."""
+    from _common import run_stamped
+    from train import bench_cfg, make_dataset
+
+    out, ok = {"cores": os.cpu_count()}, True
+    warmup = 8
+    for cfg, size, batch, subdivisions, iterations in cases:
+        with tempfile.TemporaryDirectory() as tmp:
+            d = Path(tmp)
+            text = bench_cfg(cfg, size, batch, 80, iterations)
+            text = re.sub(r"(?m)^subdivisions=.*$", f"subdivisions={subdivisions}", text, count=1)
+            text = re.sub(r"(?m)^mosaic\s*=.*$", "", text)
+            text = re.sub(r"(?m)^\[net\]$", "[net]\nmosaic=1", text, count=1)
+            text = re.sub(r"(?m)^random\s*=.*$", "random=0", text)
+            make_dataset(d, text, 80, 512 if device.type == "cuda" else 32)
+            smi = None
+            if device.type == "cuda" and shutil.which("nvidia-smi"):
+                smi = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                                        "-i", str(device.index or 0), "-lms", "250"], stdout=subprocess.PIPE, text=True)
+            t0, cpu0 = time.perf_counter(), _cpu_busy_jiffies()
+            dev_flags = [] if device.type == "cuda" else ["-nogpu"]
+            r = run_stamped(darknet("detector", "train", "obj.data", "bench.cfg", "-dont_show", *dev_flags), d,
+                            dict(os.environ, PYTHONPATH=str(ROOT)))
+            cpu1 = _cpu_busy_jiffies()
+            busy = None
+            if smi is not None:
+                smi.terminate()
+                samples = [float(x) for x in smi.communicate()[0].split() if x.replace(".", "").isdigit()]
+                its = r["iterations"]
+                if len(its) > warmup + 1 and samples:
+                    # samples are 250 ms apart from t0: keep those within the counted iterations
+                    a, b = int(its[warmup][1] / 0.25), int(its[-1][1] / 0.25)
+                    span = samples[a:b + 1] or samples
+                    busy = round(sum(span) / len(span) / 100, 3)
+            its = r["iterations"][warmup:]
+            rate = (its[-1][3] - its[0][3]) / (its[-1][1] - its[0][1]) if len(its) > 1 else None
+            wall = time.perf_counter() - t0
+            cores = (cpu1[0] - cpu0[0]) / max(cpu1[1] - cpu0[1], 1) * (os.cpu_count() or 1)
+            good = r["rc"] == 0 and rate is not None
+            ok &= good
+            out[f"{cfg}-{size}"] = {"ok": good, "batch": batch, "subdivisions": subdivisions,
+                                    "images_per_s": round(rate, 1) if rate else None, "gpu_busy": busy,
+                                    "host_cores_busy": round(cores, 2), "wall_s": round(wall, 1),
+                                    "loaded_s_mean": round(float(np.mean(r["loaded_s"][warmup:])), 4)
+                                    if r["loaded_s"][warmup:] else None,
+                                    "error": None if good else "\n".join(r["tail"])[-800:]}
+    return {"ok": ok, **out}
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -251,6 +315,8 @@ def main() -> int:
               ("train", lambda: check_train(device, 40 if cuda else 6, 416 if cuda else 128)),
               ("speed", lambda: check_speed(device, 416 if cuda else 128, ("yolov4-tiny", "yolov4") if cuda
                                             else ("yolov4-tiny",))),
+              ("host", lambda: check_host(device, [("yolov4-tiny", 416, 64, 1, 40), ("yolov4", 608, 64, 2, 30)]
+                                          if cuda else [("yolov4-tiny", 128, 8, 1, 12)])),
               ("multi_gpu", check_multi_gpu)]
     if cuda or a.suite:
         checks.insert(0, ("suite", check_suite))
