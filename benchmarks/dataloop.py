@@ -151,7 +151,8 @@ def write_cfg(d: Path, name: str, max_batches: int) -> str:
 
 
 # ------------------------------------------------------------------ the loader alone
-def loader_rate(d: Path, cfg: str, workers: int | None, batches: int = 8) -> dict:
+def loader_rate(d: Path, cfg: str, workers: int | None, batches: int = 24) -> dict:
+    """The loader as `detector train` makes it (byte batches, uint8=True), alone."""
     from darknet_py.data import default_workers, loader_from_net, read_list
     from darknet_py.network import build_network
 
@@ -159,7 +160,7 @@ def loader_rate(d: Path, cfg: str, workers: int | None, batches: int = 8) -> dic
         net = build_network(str(d / cfg), train=True)
     paths = read_list(str(d / "train.txt"))
     w = default_workers() if workers is None else workers
-    loader = loader_from_net(net, paths, 80, workers=w, seed=0, bad_list=None, bad_label_list=None)
+    loader = loader_from_net(net, paths, 80, workers=w, seed=0, bad_list=None, bad_label_list=None, uint8=True)
     try:
         stream = loader.batches(BATCH)
         t = time.perf_counter()

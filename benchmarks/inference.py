@@ -123,6 +123,10 @@ def sgemm_gflops(seconds: float, n: int = 2048) -> float:
 
 
 def main() -> None:
+    # the allocator set-up of the command line (darknet_py/hostmem.py), which `detector test` runs with
+    from darknet_py.hostmem import restart_with_malloc_env
+
+    restart_with_malloc_env()
     ap = argparse.ArgumentParser()
     ap.add_argument("--cfgs", nargs="+", default=["yolov4-tiny", "yolov4"])
     ap.add_argument("--size", type=int, default=416)
