@@ -584,14 +584,6 @@ def _commands() -> dict:
             "export": export, "rnn": rnn_command, **tools.COMMANDS}
 
 
-def run() -> int:
-    """The `darknet` program: main() in a process of its own, set up by hostmem."""
-    from .hostmem import restart_with_malloc_env
-
-    restart_with_malloc_env()
-    return main()
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:

@@ -4,8 +4,9 @@
 Images stay HxWxC uint8 (as upstream's cv::Mat) through crop, resize, flip, HSV, blur and
 noise, with the same OpenCV calls, and become float32 only at the end. The detection loader keeps
 OpenCV's BGR order throughout (every step is the same per channel, or takes the order as a flag)
-and swaps to RGB while converting to float; `render` can compute the colour steps for the part of
-the image that is used only (a mosaic piece): they are per pixel, so the pixels are the same.
+and swaps to RGB while converting to float; `render` can compute the colour steps for the rows
+of the image that are used only (a mosaic piece): OpenCV converts row by row, so those rows get
+the same pixels (see render for why not columns).
 """
 from __future__ import annotations
 
@@ -185,10 +186,7 @@ def to_float_into(out: np.ndarray, img: np.ndarray, bgr: bool) -> None:
     swapped to RGB on the way. A uint8 `out` takes the bytes as they are (the conversion is
     then the trainer's, with BYTE_TO_FLOAT)."""
     swap = bgr and img.shape[2] == 3
-    if out.dtype == np.uint8:
-        out[...] = img[:, :, ::-1] if swap else img
-        return
-    if img.dtype != np.uint8:
+    if out.dtype == np.uint8 or img.dtype != np.uint8:  # bytes kept, or a blended float image
         out[...] = img[:, :, ::-1] if swap else img
         return
     if swap:
