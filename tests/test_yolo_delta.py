@@ -69,3 +69,31 @@ def test_truths_on_one_cell_apply_in_order():
     torch.testing.assert_close(d2[a, 5:7, j, i], 1 - o[a, 5:7, j, i])
     torch.testing.assert_close(d2[a, 7:, j, i], -o[a, 7:, j, i])
     assert (s1.count, s2.count) == (1, 2) and (s1.rewritten_bbox, s2.rewritten_bbox) == (0, 1)
+
+
+def test_the_layer_reads_its_statistics_when_asked():
+    """Yolo.loss leaves the statistics on the device (the trainer reads them after starting the
+    backward, so a GPU is not waited for in between); read, they are yolo_delta's own."""
+    from darknet_py.layers.base import LossContext
+
+    case = CASES[1]
+    d = TRAIN / case
+    step = json.loads((d / "step1" / "step.json").read_text())
+    net = build_network(d / f"{case}.cfg", batch=step["mini_batch"], train=True)
+    index = step["cost"][0]["layer"]
+    layer = net.layers[index]
+    nb = step["mini_batch"]
+    out = torch.from_numpy(np.fromfile(d / "step1" / f"layer{index:03d}_yolo_output.f32", "<f4")
+                           .reshape(nb, layer.out_c, layer.out_h, layer.out_w))
+    truth = torch.from_numpy(np.fromfile(d / "step1" / "truth.f32", "<f4").reshape(nb, step["max_boxes"],
+                                                                                   step["truth_size"]))
+    inp = out.clone().requires_grad_(True)
+    ctx = LossContext(netw=net.options.width, neth=net.options.height, seen=nb, flavor="cudnn",
+                      inputs={index: inp})
+    loss = layer.loss(out, truth, ctx)
+    assert loss._stats.pending and loss._cost is None and loss._line is None
+    _, want = yolo_delta(layer, out, truth, net.options.width, net.options.height)
+    assert not want.pending
+    assert loss.cost == want.cost and loss.line == want.line(layer, nb)
+    assert not loss.stats.pending and loss.stats.rewritten_bbox == want.rewritten_bbox
+    assert loss.cost == pytest.approx(step["cost"][0]["cost"], rel=1e-4)

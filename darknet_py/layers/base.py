@@ -77,17 +77,33 @@ class LossContext:
     inputs: dict[int, torch.Tensor]
 
 
-@dataclass
 class LayerLoss:
     """A loss layer's part of one mini-batch: its cost (what get_network_cost averages), the
     scalar whose autograd backward hands the layers before it upstream's delta (None when no
     gradient flows there), and for the detection layers their statistics (total_bbox,
-    rewritten_bbox, ...) and the line upstream prints."""
+    rewritten_bbox, ...) and the line upstream prints.
 
-    cost: float
-    surrogate: torch.Tensor | None = None
-    stats: Any = None
-    line: str | None = None
+    `finish(loss)`, when given, fills cost, line and stats from values still on the device: it
+    runs at the first read of any of them, so a trainer that reads them after starting the
+    backward lets a GPU go on working meanwhile instead of waiting for the host's read."""
+
+    def __init__(self, cost: float | None, surrogate: torch.Tensor | None = None, stats: Any = None,
+                 line: str | None = None, finish=None):
+        self._cost, self.surrogate, self._stats, self._line = cost, surrogate, stats, line
+        self._finish = finish
+
+    def _finished(self) -> "LayerLoss":
+        if self._finish is not None:
+            finish, self._finish = self._finish, None
+            finish(self)
+        return self
+
+    def set(self, cost: float, line: str | None) -> None:
+        self._cost, self._line = cost, line
+
+    cost = property(lambda self: self._finished()._cost)
+    stats = property(lambda self: self._finished()._stats)
+    line = property(lambda self: self._finished()._line)
 
 
 class Layer(nn.Module):
@@ -188,7 +204,13 @@ class Layer(nn.Module):
         """The LayerLoss of a delta upstream hands back from `inp` (the tensor the backward
         starts from: the layer's input, or its output where that passes the delta on)."""
         term = self.backward_surrogate(inp, delta, flavor) if inp.requires_grad else None
-        line = stats.line(self, inp.shape[0]) if stats is not None else None
+        n = inp.shape[0]
+        if getattr(stats, "pending", False):  # its numbers are read from the device when asked for
+            def finish(loss):
+                stats.resolve()
+                loss.set(stats.cost, stats.line(self, n))
+            return LayerLoss(None, term, stats, None, finish)
+        line = stats.line(self, n) if stats is not None else None
         return LayerLoss(cost, term, stats, line)
 
     def backward_surrogate(self, inp: torch.Tensor, delta: torch.Tensor, flavor: str) -> torch.Tensor:

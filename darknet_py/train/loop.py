@@ -55,20 +55,25 @@ def forward_backward(net: Network, x: torch.Tensor, truth: torch.Tensor, err=sys
     ctx = LossContext(netw=o.width, neth=o.height, seen=net.seen, flavor=net.train_flavor, inputs=inputs)
     surrogate = None
     result = MiniBatchResult(0.0)
-    costs = []
+    losses = []
     for layer in net.layers:
         if not layer.produces_loss:
             continue
         loss = layer.loss(outputs[layer.index], truth, ctx)
+        losses.append((layer, loss))
+        if loss.surrogate is not None:
+            surrogate = loss.surrogate if surrogate is None else surrogate + loss.surrogate
+    if surrogate is not None:
+        surrogate.backward()
+    # the costs, statistics and lines are read after the backward is under way: on a GPU the host
+    # reads them while the device works on (LayerLoss.finish)
+    costs = []
+    for layer, loss in losses:
         costs.append(loss.cost)
         if loss.stats is not None:
             result.stats[layer.index] = loss.stats
         if loss.line is not None:
             print(loss.line, file=err)
-        if loss.surrogate is not None:
-            surrogate = loss.surrogate if surrogate is None else surrogate + loss.surrogate
-    if surrogate is not None:
-        surrogate.backward()
     result.cost = sum(costs) / len(costs) if costs else 0.0
     return result
 

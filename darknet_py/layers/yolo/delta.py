@@ -10,7 +10,7 @@ upstream's order wherever it matters and stays vectorized.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -33,6 +33,18 @@ class YoloStats:
     loss: float = 0.0  # sum of squared deltas (upstream's pow(mag_array(delta), 2))
     classification_loss: float = 0.0
     cost: float = 0.0  # what the layer adds to the network cost
+    # yolo_delta(defer=True): the device sums not read yet; resolve() reads them
+    _resolve: object = field(default=None, repr=False, compare=False)
+
+    @property
+    def pending(self) -> bool:
+        return self._resolve is not None
+
+    def resolve(self) -> "YoloStats":
+        if self._resolve is not None:
+            read, self._resolve = self._resolve, None
+            read()
+        return self
 
     def line(self, layer, batch: int) -> str:
         """Upstream's per-layer line (show_details=1 form)."""
@@ -131,7 +143,7 @@ def _box_delta(layer, pred, truth, x4, scale, norm):
     return d
 
 
-def yolo_delta(layer, out: torch.Tensor, truth: torch.Tensor, netw: int, neth: int):
+def yolo_delta(layer, out: torch.Tensor, truth: torch.Tensor, netw: int, neth: int, defer: bool = False):
     """Upstream's l.delta and statistics for one [yolo] layer in training.
 
     out: (N, A*(5+C), H, W) the layer's training output (logistic applied, scale_x_y
@@ -140,7 +152,8 @@ def yolo_delta(layer, out: torch.Tensor, truth: torch.Tensor, netw: int, neth: i
 
     The steps follow forward_yolo_layer: every cell's objectness (toward 0, ignored near a
     truth), the cells above truth_thresh, every truth at its best anchors, then
-    averages_yolo_deltas and the statistics.
+    averages_yolo_deltas and the statistics. defer: the statistics that live on the device are
+    read at stats.resolve() (one read; until then the host does not wait for the device).
     """
     p = _YoloPass(layer, out, netw, neth)
     t = _HostTruth(truth, layer.classes, p.dev)
@@ -157,7 +170,7 @@ def yolo_delta(layer, out: torch.Tensor, truth: torch.Tensor, netw: int, neth: i
         _apply_round(p, cells, *(_upload(v, p.dev) for v in (fc, an, rows, cls)), False)
     if layer.iou_thresh < 1.0:
         _average_box_deltas(cells)
-    return _finish(p, cells.result())
+    return _finish(p, cells.result(), defer)
 
 
 class _YoloPass:
@@ -302,15 +315,24 @@ def _average_box_deltas(cells: "_Cells") -> None:
     d[:, :4] = torch.where(sel, d[:, :4] / npos.clamp(min=1).unsqueeze(1).to(d.dtype), d[:, :4])
 
 
-def _finish(p: _YoloPass, delta: torch.Tensor):
-    """The losses upstream prints and the layer's cost, from the final delta (N, A, 5+C, H, W)."""
-    layer, stats, sums = p.layer, p.stats, p.sums
+def _finish(p: _YoloPass, delta: torch.Tensor, defer: bool = False):
+    """The losses upstream prints and the layer's cost, from the final delta (N, A, 5+C, H, W):
+    summed on the device, read now or (defer) at stats.resolve()."""
     # sums of squares in float64, read on the fly (no float64 copy of the delta)
     box_sq = torch.linalg.vector_norm(delta[:, :, :4], dtype=torch.float64) ** 2
     rest_sq = torch.linalg.vector_norm(delta[:, :, 4:], dtype=torch.float64) ** 2
-    sums.add("loss", box_sq + rest_sq)
-    sums.add("classification_loss", rest_sq)
-    got = sums.read()  # the one host read of this layer
+    p.sums.add("loss", box_sq + rest_sq)
+    p.sums.add("classification_loss", rest_sq)
+    p.stats._resolve = lambda: _read_stats(p)
+    if not defer:
+        p.stats.resolve()
+    n_img, a, k, h, w = p.shape
+    return delta.reshape(n_img, a * k, h, w), p.stats
+
+
+def _read_stats(p: _YoloPass) -> None:
+    layer, stats = p.layer, p.stats
+    got = p.sums.read()  # the one host read of this layer
     stats.tot_iou, stats.tot_iou_loss, stats.tot_giou_loss = got["tot_iou"], got["tot_iou_loss"], got["tot_giou_loss"]
     stats.rewritten_bbox = int(got["rewritten_bbox"])
     stats.loss = got["loss"]
@@ -321,8 +343,6 @@ def _finish(p: _YoloPass, delta: torch.Tensor):
     else:
         tot = stats.tot_giou_loss if layer.iou_loss == "giou" else stats.tot_iou_loss
         stats.cost = (layer.iou_normalizer * (tot / count) if stats.count else 0.0) + stats.classification_loss
-    n_img, a, k, h, w = p.shape
-    return delta.reshape(n_img, a * k, h, w), stats
 
 
 def _upload(a: np.ndarray, dev: torch.device) -> torch.Tensor:

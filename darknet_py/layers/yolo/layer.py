@@ -142,8 +142,10 @@ class Yolo(Layer):
 
     def loss(self, output, truth, net):
         """forward_yolo_layer with truth (delta.py); the delta goes to the layer's input."""
-        delta, stats = yolo_delta(self, output, truth, net.netw, net.neth)
-        return self.delta_loss(net.inputs[self.index], delta, stats.cost, net.flavor, stats)
+        # the statistics are read from the device when the trainer asks for them (after it has
+        # started the backward)
+        delta, stats = yolo_delta(self, output, truth, net.netw, net.neth, defer=True)
+        return self.delta_loss(net.inputs[self.index], delta, None, net.flavor, stats)
 
     def backward_surrogate(self, inp, delta, flavor):
         """backward_yolo_layer: l.delta straight to the previous layer; the GPU build's
