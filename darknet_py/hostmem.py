@@ -35,10 +35,3 @@ def restart_with_malloc_env() -> None:
     except OSError:  # cannot exec: run on with glibc's defaults
         return
 
-
-def console() -> int:
-    """The `darknet` console script: set up, then (in the restarted process) the command line."""
-    restart_with_malloc_env()
-    from .cli import main
-
-    return main()

@@ -42,7 +42,7 @@ def _imports(path: Path) -> set[str]:
 
 
 MODULES = {_module(p) for p in PKG.rglob("*.py")}
-TOP = {"darknet_py", "darknet_py.cli", "darknet_py.compat"}  # the command line, upstream's module surface
+TOP = {"darknet_py", "darknet_py.cli", "darknet_py.__main__", "darknet_py.compat"}  # the command line, upstream's module surface
 GRAPH = {_module(p): {i for i in _imports(p) if i in MODULES} for p in PKG.rglob("*.py")}
 
 
