@@ -95,8 +95,8 @@ def _step(case: Path, device: torch.device, flavor: str):
     import darknet_py.layers.yolo.layer as yolo_layer  # Yolo.loss calls its yolo_delta
     real = yolo_layer.yolo_delta
 
-    def keep(layer, out, t, w, h):
-        d, st = real(layer, out, t, w, h)
+    def keep(layer, out, t, w, h, **kw):
+        d, st = real(layer, out, t, w, h, **kw)
         deltas[layer.index] = d.detach().cpu().numpy()
         return d, st
     yolo_layer.yolo_delta = keep
