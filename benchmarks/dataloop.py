@@ -115,11 +115,10 @@ CASES = {"near_free": NET + CONV8 + HEAD, "pool_only": NET + HEAD}
 
 def _env() -> dict:
     """The children's environment without the process set-up this benchmark's own process got
-    (darknet_py/hostmem.py, OMP_WAIT_POLICY from darknet_py/__init__.py): upstream runs with
-    its defaults, darknet.py makes its own."""
-    from darknet_py.hostmem import MALLOC_ENV
+    (darknet_py/hostmem.py): upstream runs with its defaults, darknet.py makes its own."""
+    from darknet_py.hostmem import MALLOC_ENV, TRAINING_ENV
 
-    ours = dict(MALLOC_ENV, DARKNET_MALLOC="set", OMP_WAIT_POLICY="PASSIVE")
+    ours = dict(MALLOC_ENV, DARKNET_MALLOC="set", **TRAINING_ENV)
     env = {k: v for k, v in os.environ.items() if ours.get(k) != v}
     return dict(env, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
 
@@ -399,10 +398,10 @@ def memory(d: Path, upstream: str | None, iters: int) -> dict:
 
 # ------------------------------------------------------------------ main
 def main() -> None:
-    # the in-process profile runs with the allocator set-up of the command line (darknet_py/hostmem.py)
+    # the in-process profile trains with the process set-up of the command line (darknet_py/hostmem.py)
     from darknet_py.hostmem import restart_with_malloc_env
 
-    restart_with_malloc_env()
+    restart_with_malloc_env(training=True)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--upstream", help="upstream's darknet binary (the OpenCV build: /work/upstream/build-cv/darknet)")
     ap.add_argument("--iters", type=int, default=40, help="iterations of each whole run (max_batches)")

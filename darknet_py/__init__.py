@@ -3,14 +3,6 @@
 The names below are imported on first use (PEP 562), so that `import darknet_py.hostmem` stays
 cheap: the command line sets up the process before torch is loaded."""
 import importlib as _importlib
-import os as _os
-
-# OpenMP threads that wait by sleeping, not spinning: the loader's threads share the cores with
-# torch's, and spinning threads took the loader's time (benchmarks/dataloop.py: the data-bound
-# loop 97 -> 115 images/s on 2 cores; compute-bound steps and inference unchanged within noise).
-# Read when OpenMP starts, i.e. only if torch is not imported yet; OMP_WAIT_POLICY=ACTIVE in the
-# environment keeps spinning.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _NAMES = {"CfgError": ".cfg", "Network": ".network", "build_network": ".network", "load_network": ".network"}
 __all__ = ["load_network", "build_network", "Network", "CfgError"]
