@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _common import run_stamped  # noqa: E402
+from loader import stream_rate  # noqa: E402
 from train import bench_cfg, make_dataset  # noqa: E402
 
 BATCH = 32
@@ -160,18 +161,7 @@ def loader_rate(d: Path, cfg: str, workers: int | None, batches: int = 24) -> di
     paths = read_list(str(d / "train.txt"))
     w = default_workers() if workers is None else workers
     loader = loader_from_net(net, paths, 80, workers=w, seed=0, bad_list=None, bad_label_list=None, uint8=True)
-    try:
-        stream = loader.batches(BATCH)
-        t = time.perf_counter()
-        next(stream)
-        first = time.perf_counter() - t
-        t = time.perf_counter()
-        for _ in range(batches):
-            next(stream)
-        rate = batches * BATCH / (time.perf_counter() - t)
-    finally:
-        loader.close()
-    return {"workers": w, "batches": batches, "first_batch_s": round(first, 3), "images_per_s": round(rate, 2)}
+    return {"workers": w, "batches": batches, **stream_rate(loader, BATCH, batches)}
 
 
 # ------------------------------------------------------------------ profile by stage

@@ -76,7 +76,12 @@ def in_process(paths, size: int, batch: int, batches: int, mixup: int) -> float:
 
 def with_workers(paths, size: int, batch: int, batches: int, mixup: int, workers: int, kind: str) -> dict:
     """Start-up time and images/s of batches() with workers of `kind`."""
-    loader = make_loader(paths, size, mixup, workers, kind)
+    return stream_rate(make_loader(paths, size, mixup, workers, kind), batch, batches)
+
+
+def stream_rate(loader, batch: int, batches: int) -> dict:
+    """Seconds to the first batch of loader.batches(batch), then images/s over `batches` more;
+    the loader is closed after."""
     try:
         stream = loader.batches(batch)
         t = time.perf_counter()

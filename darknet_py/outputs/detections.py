@@ -246,6 +246,22 @@ def _logistic(x: np.ndarray) -> np.ndarray:
         return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(_F32)
 
 
+def _cells_above(output, kind: str, ch: int, obj_channel: int, *, w: int, h: int, n: int, anchors, mask,
+                 thresh: float):
+    """The anchors' predictions (rows of ch values) whose objectness (channel obj_channel) is
+    above thresh, in upstream's order (cell-major, then anchor): (pred, obj, col, row, anchor
+    w, anchor h), the last four per kept row."""
+    out = _flat(output, n * ch * h * w, kind).reshape(n, ch, h, w)
+    pred = out.transpose(2, 3, 0, 1).reshape(h * w * n, ch)
+    cell = np.repeat(np.arange(h * w), n)
+    anc = np.tile(np.arange(n), h * w)
+    obj = pred[:, obj_channel]
+    keep = obj > _F32(thresh)
+    pred, cell, anc, obj = pred[keep], cell[keep], anc[keep], obj[keep]
+    aw, ah = _anchor_biases(anchors, mask, n)
+    return pred, obj, (cell % w).astype(_F32), (cell // w).astype(_F32), aw[anc], ah[anc]
+
+
 # =========================================================================== [yolo]
 def yolo_detections(output, *, w: int, h: int, n: int, classes: int, anchors, mask,
                     netw: int, neth: int, imw: int, imh: int, thresh: float,
@@ -259,18 +275,8 @@ def yolo_detections(output, *, w: int, h: int, n: int, classes: int, anchors, ma
     anchor).  Box: x = (col + tx)/w, y = (row + ty)/h, w = exp(tw)*anchor_w/netw
     (new_coords: tw*tw*4*anchor_w/netw), likewise h.
     """
-    ch = 4 + 1 + classes
-    out = _flat(output, n * ch * h * w, "yolo").reshape(n, ch, h, w)
-    pred = out.transpose(2, 3, 0, 1).reshape(h * w * n, ch)  # cell-major, anchor-minor
-    cell = np.repeat(np.arange(h * w), n)
-    anc = np.tile(np.arange(n), h * w)
-    obj = pred[:, 4]
-    keep = obj > _F32(thresh)
-    pred, cell, anc, obj = pred[keep], cell[keep], anc[keep], obj[keep]
-    col = (cell % w).astype(_F32)
-    row = (cell // w).astype(_F32)
-    aw, ah = _anchor_biases(anchors, mask, n)
-    aw, ah = aw[anc], ah[anc]
+    pred, obj, col, row, aw, ah = _cells_above(output, "yolo", 4 + 1 + classes, 4, w=w, h=h, n=n,
+                                               anchors=anchors, mask=mask, thresh=thresh)
     boxes = np.empty((pred.shape[0], 4), _F32)
     boxes[:, 0] = (col + pred[:, 0]) / _F32(w)
     boxes[:, 1] = (row + pred[:, 1]) / _F32(h)
@@ -303,18 +309,8 @@ def gaussian_yolo_detections(output, *, w: int, h: int, n: int, classes: int, an
     """
     if yolo_point not in _YOLO_POINTS:
         raise ValueError(f"yolo_point must be one of {_YOLO_POINTS}, got {yolo_point!r}")
-    ch = 8 + 1 + classes
-    out = _flat(output, n * ch * h * w, "Gaussian_yolo").reshape(n, ch, h, w)
-    pred = out.transpose(2, 3, 0, 1).reshape(h * w * n, ch)
-    cell = np.repeat(np.arange(h * w), n)
-    anc = np.tile(np.arange(n), h * w)
-    obj = pred[:, 8]
-    keep = obj > _F32(thresh)
-    pred, cell, anc, obj = pred[keep], cell[keep], anc[keep], obj[keep]
-    col = (cell % w).astype(_F32)
-    row = (cell // w).astype(_F32)
-    aw, ah = _anchor_biases(anchors, mask, n)
-    aw, ah = aw[anc], ah[anc]
+    pred, obj, col, row, aw, ah = _cells_above(output, "Gaussian_yolo", 8 + 1 + classes, 8, w=w, h=h, n=n,
+                                               anchors=anchors, mask=mask, thresh=thresh)
     boxes = np.empty((pred.shape[0], 4), _F32)
     boxes[:, 2] = _exp_scaled(pred[:, 4], aw, netw)
     boxes[:, 3] = _exp_scaled(pred[:, 6], ah, neth)
