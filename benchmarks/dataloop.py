@@ -171,7 +171,6 @@ def loader_rate(d: Path, cfg: str, workers: int | None, batches: int = 24) -> di
 STAGES = [
     ("decode", "loader", "darknet_py.data.augment", "read_image"),
     ("decode", "loader", "darknet_py.data.augment", "read_image_bgr"),
-    ("augment", "loader", "darknet_py.data.augment", "augment_image"),
     ("augment", "loader", "darknet_py.data.augment", "render"),
     ("augment", "loader", "darknet_py.data.augment", "crop_and_resize"),
     ("augment", "loader", "darknet_py.data.augment", "distort_color"),
@@ -186,7 +185,6 @@ STAGES = [
     ("truth", "loader", "darknet_py.data.truth", "blend_truth_mosaic"),
     ("copies", "loader", "darknet_py.data.augment", "to_planar"),
     ("copies", "loader", "darknet_py.data.augment", "to_float_into"),
-    ("copies", "loader", "darknet_py.data.detection", "paste_quadrant"),
     # the rest of a batch: random draws, offsets, the batch arrays, handing it over
     ("loader_other", "loader", "darknet_py.data.detection", "load_batch"),
     ("loader_other", "loader", "darknet_py.data.detection", "load_sample"),

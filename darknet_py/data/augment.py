@@ -221,12 +221,6 @@ def render(img: np.ndarray, w: int, h: int, crop: Crop, flip: bool, color: Color
     return sized
 
 
-def augment_image(img: np.ndarray, w: int, h: int, crop: Crop, flip: bool, color: ColorJitter,
-                  gaussian_noise: int, blur: int, truth: np.ndarray, rng: CRandom) -> np.ndarray:
-    """Upstream: image_data_augmentation on an RGB (or grey) image: CxHxW float32 in [0, 1]."""
-    return to_planar(render(img, w, h, crop, flip, color, gaussian_noise, blur, truth, rng))
-
-
 def blend_images(new: np.ndarray, old: np.ndarray) -> np.ndarray:
     """Upstream: blend_images_cv(new, 0.5, old, 0.5): cv::addWeighted in float32."""
     half = F32(0.5)
